@@ -1,0 +1,47 @@
+#!/bin/sh
+# The main job on a self-contained sandbox: install the Debian packages,
+# build, start a private "cloud" IMAP server (a real Dovecot with an OAuth
+# 2.0 stand-in, on 127.0.0.0/8, in a temp dir), and let `tributary check`
+# log in with XOAUTH2 and list the remote mailbox. Everything it starts is
+# stopped by PID when it ends.
+set -e
+top=$(cd "$(dirname "$0")/.." && pwd)
+"$top/scripts/install-deps.sh"
+"$top/scripts/build.sh" "$top/build"
+
+demo() {
+	token_file="$TRIB_TEST_DIR/demo-token"
+	umask 077
+	"${PYTHON3:-python3}" "$top/tests/harness/harness.py" mint \
+		"$TRIB_TEST_DIR" --user "$TRIB_TEST_USER" > "$token_file"
+	echo
+	echo "== a cloud mailbox (Dovecot on $TRIB_TEST_HOST:$TRIB_TEST_IMAPS_PORT," \
+		"OAuth 2.0 via $TRIB_TEST_OAUTH_URL)"
+	echo "== tributary check --auth xoauth2 (token read from a file, never argv)"
+	echo
+	"$top/build/fetcher/tributary" check \
+		--host "$TRIB_TEST_HOST" --port "$TRIB_TEST_IMAPS_PORT" \
+		--ca-file "$TRIB_TEST_CA" --user "$TRIB_TEST_USER" \
+		--auth xoauth2 --secret-file "$token_file"
+	echo
+	echo "== the same account over STARTTLS with OAUTHBEARER, as JSON"
+	"$top/build/fetcher/tributary" check \
+		--host "$TRIB_TEST_HOST" --port "$TRIB_TEST_IMAP_STARTTLS_PORT" \
+		--tls starttls --ca-file "$TRIB_TEST_CA" \
+		--user "$TRIB_TEST_USER" --auth oauthbearer \
+		--secret-file "$token_file" --json | head -8
+	echo "  ..."
+	echo
+	echo "== a server whose certificate has expired is refused before login"
+	"$top/build/fetcher/tributary" check \
+		--host "$TRIB_TEST_EXPIRED_HOST" --port "$TRIB_TEST_EXPIRED_PORT" \
+		--ca-file "$TRIB_TEST_CA" --user "$TRIB_TEST_USER" \
+		--auth xoauth2 --secret-file "$token_file" || true
+}
+
+if [ "${1:-}" = "--inside" ]; then
+	demo
+else
+	export PYTHON3="${PYTHON3:-python3}"
+	exec "$top/tests/harness/with-servers.sh" "$0" --inside
+fi

@@ -1,0 +1,48 @@
+#!/bin/sh
+# Everything CI checks, from a fresh clone on a fresh Debian 12:
+# packages, a -Werror build, make lint, make check (unit + integration
+# against real Dovecot), the ASan/UBSan build's make check, valgrind over
+# the unit tests (leaks are errors) and a 60 s fuzz run of the IMAP
+# response parser.
+set -e
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "Debian packages"
+"$top/scripts/install-deps.sh"
+
+step "build (-Werror)"
+rm -f "$top/configure"
+"$top/autogen.sh" >/dev/null 2>&1
+"$top/scripts/build.sh" "$top/build" --enable-werror
+
+step "make lint"
+make -C "$top/build" lint
+
+# Sum cmocka's "[  PASSED  ] N test(s)." lines of a build's test logs.
+count() {
+	cat "$1"/tests/unit/*.log "$1"/tests/integration/*.log 2>/dev/null |
+		sed -n "s/^\[  $2  \] \([0-9]*\) test.*/\1/p" |
+		awk '{ n += $1 } END { print n + 0 }'
+}
+
+step "make check"
+make -C "$top/build" check || { cat "$top"/build/tests/test-suite.log; exit 1; }
+
+step "valgrind over the unit tests"
+make -C "$top/build" check-valgrind
+
+step "make check with ASan + UBSan"
+"$top/scripts/build.sh" "$top/build-asan" --enable-werror --enable-sanitizers
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	make -C "$top/build-asan" check ||
+	{ cat "$top"/build-asan/tests/test-suite.log; exit 1; }
+
+step "fuzz the IMAP response parser (${FUZZ_SECONDS:-60} s)"
+make -C "$top/build" fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+
+step "all tests passed"
+echo "make check: $(count "$top/build" PASSED) passed, ASan+UBSan make check: $(count "$top/build-asan" PASSED) passed"
+echo "tests: $(( $(count "$top/build" PASSED) + $(count "$top/build-asan" PASSED) )) passed, $(( $(count "$top/build" FAILED) + $(count "$top/build-asan" FAILED) )) failed"

@@ -1,0 +1,72 @@
+/* loop.c: libevent base + evdns. */
+
+#include "loop.h"
+
+#include "alloc.h"
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <stdlib.h>
+
+struct trib_loop {
+	struct event_base *base;
+	struct evdns_base *dns;
+};
+
+struct trib_loop *trib_loop_create(const char **error_r)
+{
+	struct trib_loop *loop;
+	struct event_base *base;
+
+	base = event_base_new();
+	if (base == NULL) {
+		*error_r = "cannot create the event loop (libevent)";
+		return NULL;
+	}
+	loop = trib_calloc(1, sizeof(*loop));
+	loop->base = base;
+	/* Nameservers from /etc/resolv.conf and names from /etc/hosts; with
+	 * no resolv.conf evdns falls back to 127.0.0.1, which is harmless. */
+	loop->dns =
+		evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+					     EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (loop->dns == NULL)
+		loop->dns = evdns_base_new(base, 0);
+	if (loop->dns == NULL) {
+		event_base_free(base);
+		free(loop);
+		*error_r = "cannot create the DNS resolver (libevent evdns)";
+		return NULL;
+	}
+	return loop;
+}
+
+void trib_loop_destroy(struct trib_loop **loop)
+{
+	if (*loop == NULL)
+		return;
+	evdns_base_free((*loop)->dns, 0);
+	event_base_free((*loop)->base);
+	free(*loop);
+	*loop = NULL;
+}
+
+struct event_base *trib_loop_base(struct trib_loop *loop)
+{
+	return loop->base;
+}
+
+struct evdns_base *trib_loop_dns(struct trib_loop *loop)
+{
+	return loop->dns;
+}
+
+void trib_loop_run(struct trib_loop *loop)
+{
+	event_base_dispatch(loop->base);
+}
+
+void trib_loop_break(struct trib_loop *loop)
+{
+	event_base_loopbreak(loop->base);
+}

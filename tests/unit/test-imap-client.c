@@ -1,0 +1,662 @@
+/* test-imap-client.c: the IMAP client's session and queue logic against a
+ * scripted fake server, for the faults a real server won't produce: a
+ * malformed response, a connection dropped mid-literal, an unknown tag, a
+ * BYE, a THROTTLED reply, a PREAUTH in clear. The fake server speaks
+ * plain TCP on 127.0.0.1 (TRIB_IMAP_TLS_NONE: these tests never log in;
+ * TLS and login are tested against the real Dovecot). */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "alloc.h"
+#include "imap-commands.h"
+#include "loop.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- the scripted server ---- */
+
+/* One step: wait for a client line starting with `expect` (after the
+ * tag; NULL = send at once), then send `send` with every "%T" replaced by
+ * the client's tag. send == CLOSE closes the connection. */
+#define CLOSE ((const char *)1)
+
+struct step {
+	const char *expect;
+	const char *send;
+};
+
+struct fake {
+	struct trib_loop *loop;
+	struct evconnlistener *listener;
+	struct bufferevent *bev;
+	const struct step *script;
+	unsigned int pos, count;
+	unsigned int port;
+	bool closing;
+	char transcript[8192]; /* client lines, "|"-separated */
+};
+
+static void fake_send(struct fake *f, const char *text, const char *tag)
+{
+	struct evbuffer *out = bufferevent_get_output(f->bev);
+
+	for (const char *p = text; *p != '\0'; p++) {
+		if (p[0] == '%' && p[1] == 'T') {
+			evbuffer_add(out, tag, strlen(tag));
+			p++;
+		} else {
+			evbuffer_add(out, p, 1);
+		}
+	}
+}
+
+static void fake_write(struct bufferevent *bev, void *ctx)
+{
+	struct fake *f = ctx;
+
+	/* called when the output buffer has drained */
+	if (f->closing && f->bev == bev) {
+		bufferevent_free(bev);
+		f->bev = NULL;
+	}
+}
+
+/* Close after everything queued has been written (bytes then EOF, as a
+ * server dying mid-message looks on the wire). */
+static void fake_close_when_flushed(struct fake *f)
+{
+	f->closing = true;
+	if (evbuffer_get_length(bufferevent_get_output(f->bev)) == 0) {
+		bufferevent_free(f->bev);
+		f->bev = NULL;
+	} else {
+		bufferevent_setcb(f->bev, NULL, fake_write, NULL, f);
+	}
+}
+
+static void fake_run_steps(struct fake *f, const char *tag, const char *rest)
+{
+	while (f->pos < f->count) {
+		const struct step *st = &f->script[f->pos];
+
+		if (st->expect != NULL) {
+			if (rest == NULL ||
+			    strncmp(rest, st->expect, strlen(st->expect)) != 0)
+				return;
+			rest = NULL; /* one line satisfies one expect */
+		}
+		f->pos++;
+		if (st->send == CLOSE) {
+			fake_close_when_flushed(f);
+			return;
+		}
+		fake_send(f, st->send, tag);
+	}
+}
+
+static void fake_read(struct bufferevent *bev, void *ctx)
+{
+	struct fake *f = ctx;
+	char *line;
+	size_t len;
+
+	while (f->bev != NULL &&
+	       (line = evbuffer_readln(bufferevent_get_input(bev), &len,
+				       EVBUFFER_EOL_CRLF_STRICT)) != NULL) {
+		char tag[32] = "";
+		const char *rest = line;
+		const char *sp = strchr(line, ' ');
+		size_t used = strlen(f->transcript);
+
+		snprintf(f->transcript + used, sizeof(f->transcript) - used,
+			 "%s|", line);
+		if (sp != NULL && (size_t)(sp - line) < sizeof(tag)) {
+			memcpy(tag, line, (size_t)(sp - line));
+			rest = sp + 1;
+		}
+		fake_run_steps(f, tag, rest);
+		free(line);
+	}
+}
+
+static void fake_event(struct bufferevent *bev, short events, void *ctx)
+{
+	struct fake *f = ctx;
+
+	(void)events;
+	if (f->bev == bev) {
+		bufferevent_free(bev);
+		f->bev = NULL;
+	}
+}
+
+static void fake_accept(struct evconnlistener *listener, evutil_socket_t fd,
+			struct sockaddr *addr, int socklen, void *ctx)
+{
+	struct fake *f = ctx;
+
+	(void)listener;
+	(void)addr;
+	(void)socklen;
+	f->bev = bufferevent_socket_new(trib_loop_base(f->loop), fd,
+					BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(f->bev, fake_read, NULL, fake_event, f);
+	bufferevent_enable(f->bev, EV_READ | EV_WRITE);
+	fake_run_steps(f, "*", NULL);
+}
+
+static struct fake *fake_new(struct trib_loop *loop, const struct step *script,
+			     unsigned int count)
+{
+	struct fake *f = trib_calloc(1, sizeof(*f));
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+	} addr;
+	socklen_t len = sizeof(addr);
+
+	f->loop = loop;
+	f->script = script;
+	f->count = count;
+	memset(&addr, 0, sizeof(addr));
+	addr.sin.sin_family = AF_INET;
+	addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	f->listener = evconnlistener_new_bind(
+		trib_loop_base(loop), fake_accept, f,
+		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 4, &addr.sa,
+		sizeof(addr.sin));
+	assert_non_null(f->listener);
+	getsockname(evconnlistener_get_fd(f->listener), &addr.sa, &len);
+	f->port = ntohs(addr.sin.sin_port);
+	return f;
+}
+
+static void fake_free(struct fake **f)
+{
+	if ((*f)->bev != NULL)
+		bufferevent_free((*f)->bev);
+	evconnlistener_free((*f)->listener);
+	free(*f);
+	*f = NULL;
+}
+
+/* ---- the client side ---- */
+
+struct result {
+	unsigned int calls;
+	enum trib_imap_status status;
+	enum trib_error_class error_class;
+	char error[512];
+};
+
+struct fixture {
+	struct trib_loop *loop;
+	struct fake *fake;
+	struct trib_imap_client *client;
+	struct result connect;
+	unsigned int events[6];
+	char bye[128], alert[128];
+};
+
+static void record(struct result *r, const struct trib_imap_reply *reply)
+{
+	r->calls++;
+	r->status = reply->status;
+	r->error_class = reply->error_class;
+	snprintf(r->error, sizeof(r->error), "%s",
+		 reply->error != NULL ? reply->error : "");
+}
+
+static void result_cb(const struct trib_imap_reply *reply, void *context)
+{
+	record(context, reply);
+}
+
+static void event_cb(const struct trib_imap_event *event, void *context)
+{
+	struct fixture *fx = context;
+
+	fx->events[event->type]++;
+	if (event->type == TRIB_IMAP_EVENT_BYE)
+		snprintf(fx->bye, sizeof(fx->bye), "%s", event->text);
+	if (event->type == TRIB_IMAP_EVENT_ALERT)
+		snprintf(fx->alert, sizeof(fx->alert), "%s", event->text);
+}
+
+static void run_loop(struct fixture *fx, unsigned int ms)
+{
+	struct timeval tv = { 0, (suseconds_t)ms * 1000 };
+
+	event_base_loopexit(trib_loop_base(fx->loop), &tv);
+	event_base_dispatch(trib_loop_base(fx->loop));
+}
+
+static struct fixture *fixture_new(const struct step *script,
+				   unsigned int count)
+{
+	struct fixture *fx = trib_calloc(1, sizeof(*fx));
+	struct trib_imap_client_settings set = {
+		.host = "127.0.0.1",
+		.tls_mode = TRIB_IMAP_TLS_NONE,
+		.command_timeout_secs = 5,
+	};
+	const char *error;
+
+	fx->loop = trib_loop_create(&error);
+	assert_non_null(fx->loop);
+	fx->fake = fake_new(fx->loop, script, count);
+	set.port = fx->fake->port;
+	fx->client = trib_imap_client_create(fx->loop, &set, &error);
+	assert_non_null(fx->client);
+	trib_imap_client_set_event_handler(fx->client, event_cb, fx);
+	trib_imap_client_connect(fx->client, result_cb, &fx->connect);
+	run_loop(fx, 200);
+	return fx;
+}
+
+static void fixture_free(struct fixture **fx)
+{
+	trib_imap_client_destroy(&(*fx)->client);
+	fake_free(&(*fx)->fake);
+	trib_loop_destroy(&(*fx)->loop);
+	free(*fx);
+	*fx = NULL;
+}
+
+#define GREETING "* OK [CAPABILITY IMAP4rev1 IDLE LITERAL+] ready\r\n"
+
+/* ---- tests ---- */
+
+static void test_greeting_and_noop(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, GREETING },
+		{ "NOOP", "* 4 EXISTS\r\n* 2 EXPUNGE\r\n"
+			  "* OK [ALERT] maintenance at 5\r\n"
+			  "* NO [THROTTLED] easy\r\n"
+			  "%T OK done\r\n" },
+	};
+	struct fixture *fx = fixture_new(script, 2);
+	struct result noop = { 0 };
+
+	(void)state;
+	assert_int_equal(fx->connect.calls, 1);
+	assert_int_equal(fx->connect.status, TRIB_IMAP_STATUS_OK);
+	assert_true(trib_imap_client_has_capability(fx->client, "idle"));
+	trib_imap_noop(fx->client, result_cb, &noop);
+	assert_int_equal(noop.calls, 0); /* never inside the call */
+	run_loop(fx, 200);
+	assert_int_equal(noop.calls, 1);
+	assert_int_equal(noop.status, TRIB_IMAP_STATUS_OK);
+	assert_int_equal(fx->events[TRIB_IMAP_EVENT_EXISTS], 1);
+	assert_int_equal(fx->events[TRIB_IMAP_EVENT_EXPUNGE], 1);
+	assert_int_equal(fx->events[TRIB_IMAP_EVENT_ALERT], 1);
+	assert_int_equal(fx->events[TRIB_IMAP_EVENT_THROTTLED], 1);
+	assert_string_equal(fx->alert, "maintenance at 5");
+	assert_string_equal(fx->fake->transcript, "t1 NOOP|");
+	fixture_free(&fx);
+}
+
+static void test_capability_asked_when_not_in_greeting(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, "* OK hello\r\n" },
+		{ "CAPABILITY", "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"
+				"%T OK\r\n" },
+	};
+	struct fixture *fx = fixture_new(script, 2);
+
+	(void)state;
+	assert_int_equal(fx->connect.status, TRIB_IMAP_STATUS_OK);
+	assert_true(trib_imap_client_has_capability(fx->client, "AUTH=PLAIN"));
+	assert_string_equal(fx->fake->transcript, "t1 CAPABILITY|");
+	fixture_free(&fx);
+}
+
+static void test_malformed_response_drops_connection(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, GREETING },
+		{ "NOOP", "* 3 FETCH (UID {99999999999999999999}\r\n" },
+	};
+	struct fixture *fx = fixture_new(script, 2);
+	struct result noop = { 0 };
+
+	(void)state;
+	trib_imap_noop(fx->client, result_cb, &noop);
+	run_loop(fx, 200);
+	assert_int_equal(noop.calls, 1);
+	assert_int_equal(noop.error_class, TRIB_ERR_CANCELED);
+	assert_non_null(strstr(noop.error, "malformed response"));
+	assert_int_equal(fx->events[TRIB_IMAP_EVENT_DISCONNECTED], 1);
+	fixture_free(&fx);
+}
+
+struct fetch_seen {
+	unsigned int messages, begun, ended;
+	size_t bytes;
+	struct result done;
+};
+
+static void seen_msg(const struct trib_imap_fetch_msg *msg, void *context)
+{
+	struct fetch_seen *s = context;
+
+	(void)msg;
+	s->messages++;
+}
+
+static void seen_begin(const struct trib_imap_literal *lit, void *context)
+{
+	struct fetch_seen *s = context;
+
+	(void)lit;
+	s->begun++;
+}
+
+static void seen_data(struct evbuffer *data, void *context)
+{
+	struct fetch_seen *s = context;
+
+	s->bytes += evbuffer_get_length(data);
+	evbuffer_drain(data, evbuffer_get_length(data));
+}
+
+static void seen_end(void *context)
+{
+	struct fetch_seen *s = context;
+
+	s->ended++;
+}
+
+static void seen_done(const struct trib_imap_reply *reply, void *context)
+{
+	struct fetch_seen *s = context;
+
+	record(&s->done, reply);
+}
+
+static const struct trib_imap_fetch_handler seen_handler = {
+	.message = seen_msg,
+	.literal_begin = seen_begin,
+	.literal_data = seen_data,
+	.literal_end = seen_end,
+	.done = seen_done,
+};
+
+static void test_drop_mid_literal(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, GREETING },
+		{ "UID FETCH", "* 1 FETCH (UID 7 BODY[] {100}\r\n"
+			       "From: a@example.com\r\n\r\nonly part" },
+		{ NULL, CLOSE },
+	};
+	struct fixture *fx = fixture_new(script, 3);
+	struct fetch_seen seen = { 0 };
+
+	(void)state;
+	trib_imap_uid_fetch(fx->client, "7", "UID BODY.PEEK[]", &seen_handler,
+			    &seen);
+	run_loop(fx, 300);
+	/* the body began, never completed: no message reported, the
+	 * command canceled once */
+	assert_int_equal(seen.begun, 1);
+	assert_int_equal(seen.ended, 0);
+	assert_int_equal(seen.messages, 0);
+	assert_true(seen.bytes > 0 && seen.bytes < 100);
+	assert_int_equal(seen.done.calls, 1);
+	assert_int_equal(seen.done.error_class, TRIB_ERR_CANCELED);
+	assert_non_null(strstr(seen.done.error, "connection closed"));
+	fixture_free(&fx);
+}
+
+static void test_literal_streamed_and_message_reported(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, GREETING },
+		{ "UID FETCH",
+		  "* 1 FETCH (UID 7 RFC822.SIZE 10 BODY[] {10}\r\n0123456789 "
+		  "FLAGS (\\Seen))\r\n* 2 FETCH (FLAGS (\\Seen))\r\n"
+		  "%T OK done\r\n" },
+	};
+	struct fixture *fx = fixture_new(script, 2);
+	struct fetch_seen seen = { 0 };
+
+	(void)state;
+	trib_imap_uid_fetch(fx->client, "7", "UID BODY.PEEK[]", &seen_handler,
+			    &seen);
+	run_loop(fx, 200);
+	assert_int_equal(seen.begun, 1);
+	assert_int_equal(seen.ended, 1);
+	assert_int_equal(seen.bytes, 10);
+	/* the FETCH without UID is unsolicited, not ours */
+	assert_int_equal(seen.messages, 1);
+	assert_int_equal(seen.done.status, TRIB_IMAP_STATUS_OK);
+	fixture_free(&fx);
+}
+
+static void test_unknown_tag(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, GREETING },
+		{ "NOOP", "zz9 OK what\r\n" },
+	};
+	struct fixture *fx = fixture_new(script, 2);
+	struct result noop = { 0 };
+
+	(void)state;
+	trib_imap_noop(fx->client, result_cb, &noop);
+	run_loop(fx, 200);
+	assert_int_equal(noop.calls, 1);
+	assert_int_equal(noop.error_class, TRIB_ERR_CANCELED);
+	assert_non_null(strstr(noop.error, "unknown tag"));
+	fixture_free(&fx);
+}
+
+static void test_bye_then_close(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, GREETING },
+		{ "NOOP",
+		  "* BYE Session invalidated - AccessTokenExpired\r\n" },
+		{ NULL, CLOSE },
+	};
+	struct fixture *fx = fixture_new(script, 3);
+	struct result noop = { 0 }, later = { 0 };
+
+	(void)state;
+	trib_imap_noop(fx->client, result_cb, &noop);
+	run_loop(fx, 200);
+	assert_int_equal(fx->events[TRIB_IMAP_EVENT_BYE], 1);
+	assert_string_equal(fx->bye,
+			    "Session invalidated - AccessTokenExpired");
+	assert_int_equal(noop.calls, 1);
+	assert_int_equal(noop.error_class, TRIB_ERR_CANCELED);
+	assert_non_null(strstr(noop.error, "AccessTokenExpired"));
+	/* after the end, new commands are canceled, later, once */
+	trib_imap_noop(fx->client, result_cb, &later);
+	assert_int_equal(later.calls, 0);
+	run_loop(fx, 50);
+	assert_int_equal(later.calls, 1);
+	assert_int_equal(later.error_class, TRIB_ERR_CANCELED);
+	fixture_free(&fx);
+}
+
+static void test_throttled_is_wait(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, GREETING },
+		{ "NOOP", "%T NO [THROTTLED] slow down\r\n" },
+		{ "NOOP", "%T NO [UNAVAILABLE] try later\r\n" },
+		{ "NOOP", "%T BAD what\r\n" },
+	};
+	struct fixture *fx = fixture_new(script, 4);
+	struct result r[3];
+
+	(void)state;
+	memset(r, 0, sizeof(r));
+	for (unsigned int i = 0; i < 3; i++)
+		trib_imap_noop(fx->client, result_cb, &r[i]);
+	run_loop(fx, 200);
+	assert_int_equal(r[0].status, TRIB_IMAP_STATUS_NO);
+	assert_int_equal(r[0].error_class, TRIB_ERR_WAIT);
+	assert_int_equal(r[1].error_class, TRIB_ERR_TEMP);
+	assert_int_equal(r[2].status, TRIB_IMAP_STATUS_BAD);
+	assert_int_equal(r[2].error_class, TRIB_ERR_PERM);
+	assert_non_null(strstr(r[0].error, "NOOP failed: NO [THROTTLED]"));
+	/* pipelined: all three were sent before any reply */
+	assert_string_equal(fx->fake->transcript, "t1 NOOP|t2 NOOP|t3 NOOP|");
+	fixture_free(&fx);
+}
+
+static void select_cb(const struct trib_imap_reply *reply,
+		      const struct trib_imap_mailbox_info *info, void *context)
+{
+	(void)info;
+	record(context, reply);
+}
+
+static void test_barrier_waits(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, GREETING },
+		{ "NOOP", "" },
+		{ "SELECT", "* 2 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\n"
+			    "* OK [UIDNEXT 3] x\r\n" },
+	};
+	struct fixture *fx = fixture_new(script, 3);
+	struct result noop = { 0 }, select = { 0 }, after = { 0 };
+
+	(void)state;
+	trib_imap_noop(fx->client, result_cb, &noop);
+	trib_imap_select(fx->client, "INBOX", false, false, select_cb, &select);
+	trib_imap_noop(fx->client, result_cb, &after);
+	run_loop(fx, 200);
+	/* SELECT waits for the NOOP in flight; nothing follows SELECT */
+	assert_string_equal(fx->fake->transcript, "t1 NOOP|");
+	fixture_free(&fx);
+	assert_int_equal(noop.calls, 1);
+	assert_int_equal(select.calls, 1);
+	assert_int_equal(select.error_class, TRIB_ERR_CANCELED);
+	assert_int_equal(after.calls, 1);
+	assert_int_equal(after.error_class, TRIB_ERR_CANCELED);
+}
+
+static void test_preauth_in_clear_refused(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, "* PREAUTH [CAPABILITY IMAP4rev1] welcome\r\n" },
+	};
+	struct fixture *fx = fixture_new(script, 1);
+
+	(void)state;
+	assert_int_equal(fx->connect.calls, 1);
+	assert_int_equal(fx->connect.error_class, TRIB_ERR_PERM);
+	assert_non_null(strstr(fx->connect.error, "PREAUTH"));
+	fixture_free(&fx);
+}
+
+static void test_bye_greeting(void **state)
+{
+	static const struct step script[] = {
+		{ NULL, "* BYE too many connections\r\n" },
+	};
+	struct fixture *fx = fixture_new(script, 1);
+
+	(void)state;
+	assert_int_equal(fx->connect.calls, 1);
+	assert_int_equal(fx->connect.error_class, TRIB_ERR_TEMP);
+	assert_non_null(strstr(fx->connect.error, "too many connections"));
+	fixture_free(&fx);
+}
+
+static void test_connection_refused(void **state)
+{
+	struct trib_imap_client_settings set = {
+		.host = "127.0.0.1",
+		.tls_mode = TRIB_IMAP_TLS_NONE,
+	};
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+	} addr;
+	socklen_t len = sizeof(addr);
+	struct result r = { 0 };
+	struct trib_imap_client *client;
+	struct trib_loop *loop;
+	const char *error;
+	int fd;
+
+	(void)state;
+	/* a port that was just free: bound, never listened on, closed */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&addr, 0, sizeof(addr));
+	addr.sin.sin_family = AF_INET;
+	addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, &addr.sa, sizeof(addr.sin)), 0);
+	getsockname(fd, &addr.sa, &len);
+	close(fd);
+	set.port = ntohs(addr.sin.sin_port);
+
+	loop = trib_loop_create(&error);
+	client = trib_imap_client_create(loop, &set, &error);
+	trib_imap_client_connect(client, result_cb, &r);
+	while (r.calls == 0)
+		event_base_loop(trib_loop_base(loop), EVLOOP_ONCE);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.error_class, TRIB_ERR_TEMP);
+	assert_non_null(strstr(r.error, "refused"));
+	assert_non_null(strstr(r.error, "127.0.0.1"));
+	trib_imap_client_destroy(&client);
+	trib_loop_destroy(&loop);
+}
+
+static void test_quote(void **state)
+{
+	char buf[32];
+
+	(void)state;
+	assert_int_equal(trib_imap_quote(buf, sizeof(buf), "a \"b\" \\c"), 0);
+	assert_string_equal(buf, "\"a \\\"b\\\" \\\\c\"");
+	assert_int_equal(trib_imap_quote(buf, sizeof(buf), "x\r\ny"), -1);
+	assert_int_equal(trib_imap_quote(buf, sizeof(buf), "caf\xc3\xa9"), -1);
+	assert_int_equal(trib_imap_quote(buf, 8, "1234567"), -1);
+	assert_int_equal(trib_imap_quote(buf, 8, "12345"), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_greeting_and_noop),
+		cmocka_unit_test(test_capability_asked_when_not_in_greeting),
+		cmocka_unit_test(test_malformed_response_drops_connection),
+		cmocka_unit_test(test_drop_mid_literal),
+		cmocka_unit_test(test_literal_streamed_and_message_reported),
+		cmocka_unit_test(test_unknown_tag),
+		cmocka_unit_test(test_bye_then_close),
+		cmocka_unit_test(test_throttled_is_wait),
+		cmocka_unit_test(test_barrier_waits),
+		cmocka_unit_test(test_preauth_in_clear_refused),
+		cmocka_unit_test(test_bye_greeting),
+		cmocka_unit_test(test_connection_refused),
+		cmocka_unit_test(test_quote),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
