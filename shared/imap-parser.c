@@ -8,10 +8,14 @@
  *
  * Memory: strings and finished lists live in a per-response arena, cleared
  * when the next response starts. Lists still open live in one growable
- * array per nesting level, kept from response to response. */
+ * array per nesting level, kept from response to response.
+ *
+ * This file: the driver, the public API and the response framing (tag,
+ * status word, name, code, text). The args between them, token by token,
+ * are imap-parser-tokens.c's; the state both share is in
+ * imap-parser-private.h. */
 
-#include "imap-parser.h"
-#include "alloc.h"
+#include "imap-parser-private.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -23,83 +27,10 @@
 #define TOK_KEEP_MAX (64 * 1024)
 #define LEVEL_KEEP_MAX 1024
 
-enum parser_state {
-	S_START,	 /* first byte of a response */
-	S_TAG,		 /* the tag of a tagged response */
-	S_UNTAGGED_SP,	 /* after "*" */
-	S_CONT_SP,	 /* after "+" */
-	S_FIRST_WORD,	 /* untagged: number, status word or data name */
-	S_NAME,		 /* untagged: data name after a number */
-	S_TAGGED_STATUS, /* tagged: OK, NO or BAD */
-	S_STATUS_SP,	 /* after "OK ": a "[" or the text */
-	S_CODE_NAME,	 /* "[CODE" */
-	S_CODE_END,	 /* after the code's "]" */
-	S_TEXT,		 /* status or continuation text, up to CR */
-	S_ARGS,		 /* between args */
-	S_ATOM,		 /* an atom (or NIL) */
-	S_SECTION,	 /* inside an atom's "[...]" */
-	S_QUOTED,	 /* a quoted string */
-	S_QUOTED_ESC,	 /* after a backslash in a quoted string */
-	S_LIT_SIZE,	 /* "{" and digits */
-	S_LIT_PLUS,	 /* "{N+", expecting "}" */
-	S_LIT_CR,	 /* after "}" */
-	S_LIT_LF,	 /* after "}" CR */
-	S_LIT_INLINE,	 /* the bytes of an inline literal */
-	S_STREAM,	 /* a streamed literal: the owner takes its bytes */
-	S_LF,		 /* after the final CR */
-	S_DONE,		 /* a response is complete */
-	S_ERROR,	 /* sticky */
-	S_COUNT,	 /* number of states */
-};
-
-struct level {
-	struct trib_imap_arg *args;
-	unsigned int count, cap;
-};
-
-struct trib_imap_parser {
-	struct trib_imap_limits limits;
-	struct trib_pool *pool;
-	enum parser_state state;
-	struct trib_imap_response resp;
-	/* Bytes of this response consumed so far, streamed literal bodies
-	 * excluded; never above limits.max_line. */
-	size_t line_bytes;
-
-	/* levels[0] holds the top-level args (of the response or of its
-	 * code), levels[depth] those of the innermost open list. */
-	struct level *levels;
-	unsigned int levels_count; /* allocated */
-	unsigned int levels_used;  /* touched since the last reset */
-	unsigned int depth;
-	unsigned int items;
-	bool in_code;
-
-	/* The token being read, while it spans feeds. */
-	char *tok;
-	size_t tok_len, tok_cap;
-	unsigned int section_depth;
-
-	uint64_t lit_size;
-	bool lit_has_digits;
-	bool lit_stream;
-	bool lit_announced;
-	char *lit_buf; /* inline literal, in the pool */
-	size_t lit_have;
-	struct trib_imap_literal lit;
-
-	char *error;
-};
-
-typedef size_t state_handler(struct trib_imap_parser *p,
-			     const unsigned char *data, size_t size);
-
 /* ---- errors ---- */
 
-static void set_error(struct trib_imap_parser *p, const char *fmt, ...)
-	TRIB_ATTR_PRINTF(2, 3);
-
-static void set_error(struct trib_imap_parser *p, const char *fmt, ...)
+void trib_imap_parser_set_error(struct trib_imap_parser *p, const char *fmt,
+				...)
 {
 	va_list args;
 
@@ -112,39 +43,22 @@ static void set_error(struct trib_imap_parser *p, const char *fmt, ...)
 }
 
 /* c was not expected in (or where we expected) `what`. */
-static void error_bad_char(struct trib_imap_parser *p, unsigned char c,
-			   const char *what)
+void trib_imap_parser_error_bad_char(struct trib_imap_parser *p,
+				     unsigned char c, const char *what)
 {
 	if (c == '\0')
-		set_error(p, "NUL byte in line");
+		trib_imap_parser_set_error(p, "NUL byte in line");
 	else if (c == '\n')
-		set_error(p, "line not terminated by CRLF (bare LF)");
+		trib_imap_parser_set_error(
+			p, "line not terminated by CRLF (bare LF)");
 	else if (c < 0x20 || c >= 0x7f)
-		set_error(p, "unexpected byte 0x%02x in %s", c, what);
+		trib_imap_parser_set_error(p, "unexpected byte 0x%02x in %s", c,
+					   what);
 	else
-		set_error(p, "unexpected '%c' in %s", c, what);
+		trib_imap_parser_set_error(p, "unexpected '%c' in %s", c, what);
 }
 
 /* ---- characters ---- */
-
-/* Atom characters, leaving out "[" and "]", whose meaning depends on
- * where the atom is. 8-bit bytes are accepted (UTF-8 servers). */
-static inline bool atom_char(unsigned char c)
-{
-	if (c <= ' ' || c == 0x7f)
-		return false;
-	switch (c) {
-	case '(':
-	case ')':
-	case '{':
-	case '"':
-	case '[':
-	case ']':
-		return false;
-	default:
-		return true;
-	}
-}
 
 /* RFC 3501 tag: ASTRING-CHAR except "+". */
 static bool tag_char(unsigned char c)
@@ -174,153 +88,6 @@ static void str_upper(char *str)
 	}
 }
 
-static bool has_prefix_ci(const char *str, size_t len, const char *prefix)
-{
-	size_t i;
-
-	for (i = 0; prefix[i] != '\0'; i++) {
-		char c;
-
-		if (i == len)
-			return false;
-		c = str[i];
-		if (c >= 'a' && c <= 'z')
-			c = (char)(c - 'a' + 'A');
-		if (c != prefix[i])
-			return false;
-	}
-	return true;
-}
-
-/* ---- the token buffer ---- */
-
-static void tok_append(struct trib_imap_parser *p, const void *data,
-		       size_t size)
-{
-	if (size == 0)
-		return;
-	if (p->tok_cap - p->tok_len < size) {
-		size_t cap = p->tok_cap == 0 ? 256 : p->tok_cap;
-
-		while (cap - p->tok_len < size)
-			cap *= 2;
-		p->tok = trib_realloc(p->tok, cap);
-		p->tok_cap = cap;
-	}
-	memcpy(p->tok + p->tok_len, data, size);
-	p->tok_len += size;
-}
-
-/* The token (what earlier feeds saved, then data[0..size)) copied into
- * the pool; the token buffer is empty again. */
-static char *tok_finish(struct trib_imap_parser *p, const unsigned char *data,
-			size_t size, size_t *len_r)
-{
-	char *str;
-
-	if (p->tok_len == 0) {
-		*len_r = size;
-		return trib_pool_strndup(p->pool, (const char *)data, size);
-	}
-	tok_append(p, data, size);
-	str = trib_pool_strndup(p->pool, p->tok, p->tok_len);
-	*len_r = p->tok_len;
-	p->tok_len = 0;
-	return str;
-}
-
-/* ---- args and lists ---- */
-
-static struct trib_imap_arg *arg_add(struct trib_imap_parser *p,
-				     enum trib_imap_arg_type type)
-{
-	struct level *lvl = &p->levels[p->depth];
-	struct trib_imap_arg *arg;
-
-	if (p->items >= p->limits.max_items) {
-		set_error(p, "more than %u args in one response",
-			  p->limits.max_items);
-		return NULL;
-	}
-	p->items++;
-	if (lvl->count == lvl->cap) {
-		lvl->cap = lvl->cap == 0 ? 16 : lvl->cap * 2;
-		lvl->args =
-			trib_realloc(lvl->args, lvl->cap * sizeof(*lvl->args));
-	}
-	arg = &lvl->args[lvl->count++];
-	memset(arg, 0, sizeof(*arg));
-	arg->type = type;
-	return arg;
-}
-
-static void arg_add_str(struct trib_imap_parser *p,
-			enum trib_imap_arg_type type, const char *str,
-			size_t len)
-{
-	struct trib_imap_arg *arg = arg_add(p, type);
-
-	if (arg != NULL) {
-		arg->u.s.str = str;
-		arg->u.s.len = len;
-	}
-}
-
-/* Move the args of the current level into the pool. */
-static const struct trib_imap_arg *level_take(struct trib_imap_parser *p,
-					      unsigned int *count_r)
-{
-	struct level *lvl = &p->levels[p->depth];
-	struct trib_imap_arg *args = NULL;
-
-	if (lvl->count > 0) {
-		args = trib_pool_alloc(p->pool, lvl->count * sizeof(*args));
-		memcpy(args, lvl->args, lvl->count * sizeof(*args));
-	}
-	*count_r = lvl->count;
-	lvl->count = 0;
-	return args;
-}
-
-static void list_open(struct trib_imap_parser *p)
-{
-	if (p->depth >= p->limits.max_depth) {
-		set_error(p, "parenthesis nesting deeper than %u levels",
-			  p->limits.max_depth);
-		return;
-	}
-	if (arg_add(p, TRIB_IMAP_ARG_LIST) == NULL)
-		return;
-	p->depth++;
-	if (p->depth == p->levels_count) {
-		unsigned int old = p->levels_count;
-
-		p->levels_count *= 2;
-		p->levels = trib_realloc(p->levels,
-					 p->levels_count * sizeof(*p->levels));
-		memset(p->levels + old, 0,
-		       (p->levels_count - old) * sizeof(*p->levels));
-	}
-	if (p->depth >= p->levels_used)
-		p->levels_used = p->depth + 1;
-	p->levels[p->depth].count = 0;
-}
-
-static void list_close(struct trib_imap_parser *p)
-{
-	struct level *parent;
-	struct trib_imap_arg *list;
-
-	if (p->depth == 0) {
-		set_error(p, "unbalanced ')'");
-		return;
-	}
-	parent = &p->levels[p->depth - 1];
-	list = &parent->args[parent->count - 1];
-	list->u.list.args = level_take(p, &list->u.list.count);
-	p->depth--;
-}
-
 /* ---- response framing: tag, status word, name, code, text ---- */
 
 static size_t h_start(struct trib_imap_parser *p, const unsigned char *data,
@@ -337,11 +104,12 @@ static size_t h_start(struct trib_imap_parser *p, const unsigned char *data,
 		p->state = S_CONT_SP;
 		return 1;
 	case ' ':
-		set_error(p, "missing tag: line starts with a space");
+		trib_imap_parser_set_error(
+			p, "missing tag: line starts with a space");
 		return 0;
 	case '\r':
 	case '\n':
-		set_error(p, "missing tag: empty line");
+		trib_imap_parser_set_error(p, "missing tag: empty line");
 		return 0;
 	default:
 		p->resp.kind = TRIB_IMAP_RESP_TAGGED;
@@ -359,19 +127,19 @@ static size_t h_tag(struct trib_imap_parser *p, const unsigned char *data,
 	while (i < size && tag_char(data[i]))
 		i++;
 	if (i == size) {
-		tok_append(p, data, size);
+		trib_imap_parser_tok_append(p, data, size);
 		return size;
 	}
 	empty = i == 0 && p->tok_len == 0;
 	if (data[i] == ' ' && !empty) {
-		p->resp.tag = tok_finish(p, data, i, &len);
+		p->resp.tag = trib_imap_parser_tok_finish(p, data, i, &len);
 		p->state = S_TAGGED_STATUS;
 		return i + 1;
 	}
 	if (data[i] == '\r' && !empty)
-		set_error(p, "tagged response without status");
+		trib_imap_parser_set_error(p, "tagged response without status");
 	else
-		error_bad_char(p, data[i], "tag");
+		trib_imap_parser_error_bad_char(p, data[i], "tag");
 	return i;
 }
 
@@ -380,11 +148,12 @@ static size_t h_untagged_sp(struct trib_imap_parser *p,
 {
 	(void)size;
 	if (data[0] == '\0' || data[0] == '\n') {
-		error_bad_char(p, data[0], "untagged response");
+		trib_imap_parser_error_bad_char(p, data[0],
+						"untagged response");
 		return 0;
 	}
 	if (data[0] != ' ') {
-		set_error(p, "expected a space after '*'");
+		trib_imap_parser_set_error(p, "expected a space after '*'");
 		return 0;
 	}
 	p->state = S_FIRST_WORD;
@@ -405,10 +174,10 @@ static size_t h_cont_sp(struct trib_imap_parser *p, const unsigned char *data,
 		return 1;
 	case '\0':
 	case '\n':
-		error_bad_char(p, data[0], "continuation");
+		trib_imap_parser_error_bad_char(p, data[0], "continuation");
 		return 0;
 	default:
-		set_error(p, "expected a space after '+'");
+		trib_imap_parser_set_error(p, "expected a space after '+'");
 		return 0;
 	}
 }
@@ -423,7 +192,7 @@ static size_t word_scan(struct trib_imap_parser *p, const unsigned char *data,
 	while (i < size && atom_char(data[i]))
 		i++;
 	if (i == size)
-		tok_append(p, data, size);
+		trib_imap_parser_tok_append(p, data, size);
 	return i;
 }
 
@@ -436,12 +205,12 @@ static char *word_finish(struct trib_imap_parser *p, const unsigned char *data,
 
 	if (end == 0 && p->tok_len == 0) {
 		if (data[0] == ' ' || data[0] == '\r')
-			set_error(p, "missing %s", what);
+			trib_imap_parser_set_error(p, "missing %s", what);
 		else
-			error_bad_char(p, data[0], what);
+			trib_imap_parser_error_bad_char(p, data[0], what);
 		return NULL;
 	}
-	word = tok_finish(p, data, end, &len);
+	word = trib_imap_parser_tok_finish(p, data, end, &len);
 	str_upper(word);
 	return word;
 }
@@ -476,7 +245,7 @@ static void status_word_end(struct trib_imap_parser *p, unsigned char c)
 		p->resp.text = "";
 		p->state = S_LF;
 	} else {
-		error_bad_char(p, c, "status word");
+		trib_imap_parser_error_bad_char(p, c, "status word");
 	}
 }
 
@@ -488,7 +257,7 @@ static void name_end(struct trib_imap_parser *p, unsigned char c)
 	else if (c == '\r')
 		p->state = S_LF;
 	else
-		error_bad_char(p, c, "response name");
+		trib_imap_parser_error_bad_char(p, c, "response name");
 }
 
 static void number_end(struct trib_imap_parser *p, const char *word,
@@ -499,16 +268,18 @@ static void number_end(struct trib_imap_parser *p, const char *word,
 	num.u.s.str = word;
 	num.u.s.len = strlen(word);
 	if (!trib_imap_arg_get_u32(&num, &p->resp.number)) {
-		set_error(p, "bad message number in untagged response");
+		trib_imap_parser_set_error(
+			p, "bad message number in untagged response");
 		return;
 	}
 	p->resp.has_number = true;
 	if (c == ' ')
 		p->state = S_NAME;
 	else if (c == '\r')
-		set_error(p, "missing response name after message number");
+		trib_imap_parser_set_error(
+			p, "missing response name after message number");
 	else
-		error_bad_char(p, c, "message number");
+		trib_imap_parser_error_bad_char(p, c, "message number");
 }
 
 static size_t h_first_word(struct trib_imap_parser *p,
@@ -566,17 +337,19 @@ static bool word_is_name(const char *word)
 static void tagged_status_error(struct trib_imap_parser *p, const char *word)
 {
 	if (status_parse(word) != TRIB_IMAP_STATUS_NONE)
-		set_error(p,
-			  "tagged response with status %s "
-			  "(expected OK, NO or BAD)",
-			  word);
+		trib_imap_parser_set_error(p,
+					   "tagged response with status %s "
+					   "(expected OK, NO or BAD)",
+					   word);
 	else if (word_is_name(word))
-		set_error(p,
-			  "tagged response with data name %.40s "
-			  "(expected OK, NO or BAD)",
-			  word);
+		trib_imap_parser_set_error(
+			p,
+			"tagged response with data name %.40s "
+			"(expected OK, NO or BAD)",
+			word);
 	else
-		set_error(p, "invalid status word in tagged response");
+		trib_imap_parser_set_error(
+			p, "invalid status word in tagged response");
 }
 
 static size_t h_tagged_status(struct trib_imap_parser *p,
@@ -626,11 +399,11 @@ static size_t h_code_name(struct trib_imap_parser *p, const unsigned char *data,
 		return size;
 	c = data[i];
 	if (c == '\r') {
-		set_error(p, "unterminated response code");
+		trib_imap_parser_set_error(p, "unterminated response code");
 		return i;
 	}
 	if (c == ']' && i == 0 && p->tok_len == 0) {
-		set_error(p, "empty response code");
+		trib_imap_parser_set_error(p, "empty response code");
 		return i;
 	}
 	p->resp.code = word_finish(p, data, i, "response code");
@@ -642,22 +415,10 @@ static size_t h_code_name(struct trib_imap_parser *p, const unsigned char *data,
 		p->in_code = false;
 		p->state = S_CODE_END;
 	} else {
-		error_bad_char(p, c, "response code");
+		trib_imap_parser_error_bad_char(p, c, "response code");
 		return i;
 	}
 	return i + 1;
-}
-
-/* "]" closed the code (args in levels[0]). */
-static void code_end(struct trib_imap_parser *p)
-{
-	if (p->depth > 0) {
-		set_error(p, "unbalanced '(' in response code");
-		return;
-	}
-	p->resp.code_args = level_take(p, &p->resp.code_arg_count);
-	p->in_code = false;
-	p->state = S_CODE_END;
 }
 
 static size_t h_code_end(struct trib_imap_parser *p, const unsigned char *data,
@@ -678,14 +439,14 @@ static size_t h_text(struct trib_imap_parser *p, const unsigned char *data,
 			break;
 	}
 	if (i == size) {
-		tok_append(p, data, size);
+		trib_imap_parser_tok_append(p, data, size);
 		return size;
 	}
 	if (data[i] != '\r') {
-		error_bad_char(p, data[i], "text");
+		trib_imap_parser_error_bad_char(p, data[i], "text");
 		return i;
 	}
-	p->resp.text = tok_finish(p, data, i, &len);
+	p->resp.text = trib_imap_parser_tok_finish(p, data, i, &len);
 	p->state = S_LF;
 	return i + 1;
 }
@@ -695,404 +456,16 @@ static size_t h_lf(struct trib_imap_parser *p, const unsigned char *data,
 {
 	(void)size;
 	if (data[0] != '\n') {
-		set_error(p, "line not terminated by CRLF (CR without LF)");
+		trib_imap_parser_set_error(
+			p, "line not terminated by CRLF (CR without LF)");
 		return 0;
 	}
 	p->state = S_DONE;
 	if (p->resp.kind == TRIB_IMAP_RESP_UNTAGGED &&
 	    p->resp.status == TRIB_IMAP_STATUS_NONE)
-		p->resp.args = level_take(p, &p->resp.arg_count);
+		p->resp.args =
+			trib_imap_parser_level_take(p, &p->resp.arg_count);
 	return 1;
-}
-
-/* ---- args: atoms, strings, lists ---- */
-
-/* CR among the args: the line (or a code left open) ends. */
-static void args_end(struct trib_imap_parser *p)
-{
-	if (p->in_code) {
-		set_error(p, "unterminated response code");
-	} else if (p->depth > 0) {
-		set_error(p,
-			  "unbalanced '(': %u list%s not closed at end of line",
-			  p->depth, p->depth == 1 ? "" : "s");
-	} else {
-		p->state = S_LF;
-	}
-}
-
-static void literal_start(struct trib_imap_parser *p)
-{
-	p->lit_size = 0;
-	p->lit_has_digits = false;
-	p->state = S_LIT_SIZE;
-}
-
-static size_t h_args(struct trib_imap_parser *p, const unsigned char *data,
-		     size_t size)
-{
-	size_t i = 0;
-
-	switch (data[0]) {
-	case ' ':
-		while (i < size && data[i] == ' ')
-			i++;
-		return i;
-	case '\r':
-		args_end(p);
-		return 1;
-	case '(':
-		list_open(p);
-		return 1;
-	case ')':
-		list_close(p);
-		return 1;
-	case '"':
-		p->state = S_QUOTED;
-		return 1;
-	case '{':
-		literal_start(p);
-		return 1;
-	case ']':
-		if (!p->in_code)
-			break;
-		code_end(p);
-		return 1;
-	default:
-		break;
-	}
-	if (data[0] < ' ' || data[0] == 0x7f) {
-		error_bad_char(p, data[0], "args");
-		return 0;
-	}
-	p->section_depth = 0;
-	p->state = S_ATOM;
-	return 0;
-}
-
-static void atom_finish(struct trib_imap_parser *p, const unsigned char *data,
-			size_t size)
-{
-	struct trib_imap_arg atom = { .type = TRIB_IMAP_ARG_ATOM };
-
-	atom.u.s.str = tok_finish(p, data, size, &atom.u.s.len);
-	p->state = S_ARGS;
-	if (trib_imap_arg_atom_equals(&atom, "NIL"))
-		(void)arg_add(p, TRIB_IMAP_ARG_NIL);
-	else
-		arg_add_str(p, TRIB_IMAP_ARG_ATOM, atom.u.s.str, atom.u.s.len);
-}
-
-/* "{" ended an atom: fine only for "~{", a literal8. */
-static size_t atom_brace(struct trib_imap_parser *p, const unsigned char *data,
-			 size_t end)
-{
-	bool tilde = (p->tok_len == 0 && end == 1 && data[0] == '~') ||
-		     (p->tok_len == 1 && end == 0 && p->tok[0] == '~');
-
-	if (!tilde) {
-		set_error(p, "unexpected '{' after atom");
-		return end;
-	}
-	p->tok_len = 0;
-	literal_start(p);
-	return end + 1;
-}
-
-static size_t h_atom(struct trib_imap_parser *p, const unsigned char *data,
-		     size_t size)
-{
-	size_t i;
-
-	for (i = 0; i < size; i++) {
-		unsigned char c = data[i];
-
-		if (atom_char(c) || (c == ']' && !p->in_code))
-			continue;
-		if (c != '[')
-			break;
-		if (p->in_code)
-			continue;
-		tok_append(p, data, i + 1);
-		p->section_depth = 1;
-		p->state = S_SECTION;
-		return i + 1;
-	}
-	if (i == size) {
-		tok_append(p, data, size);
-		return size;
-	}
-	if (data[i] == '{')
-		return atom_brace(p, data, i);
-	atom_finish(p, data, i);
-	return i;
-}
-
-/* Inside "BODY[...]": anything up to the matching "]" but line ends. */
-static size_t h_section(struct trib_imap_parser *p, const unsigned char *data,
-			size_t size)
-{
-	size_t i;
-
-	for (i = 0; i < size; i++) {
-		unsigned char c = data[i];
-
-		if (c == '[') {
-			p->section_depth++;
-		} else if (c == ']') {
-			if (--p->section_depth == 0) {
-				tok_append(p, data, i + 1);
-				p->state = S_ATOM;
-				return i + 1;
-			}
-		} else if (c == '\r') {
-			set_error(p, "unterminated '[' in atom");
-			return i;
-		} else if (c == '\n' || c == '\0') {
-			error_bad_char(p, c, "atom");
-			return i;
-		}
-	}
-	tok_append(p, data, size);
-	return size;
-}
-
-static size_t h_quoted(struct trib_imap_parser *p, const unsigned char *data,
-		       size_t size)
-{
-	size_t i, len;
-	const char *str;
-
-	for (i = 0; i < size; i++) {
-		unsigned char c = data[i];
-
-		if (c == '"' || c == '\\' || c == '\r' || c == '\n' ||
-		    c == '\0')
-			break;
-	}
-	if (i == size) {
-		tok_append(p, data, size);
-		return size;
-	}
-	switch (data[i]) {
-	case '"':
-		str = tok_finish(p, data, i, &len);
-		p->state = S_ARGS;
-		arg_add_str(p, TRIB_IMAP_ARG_STRING, str, len);
-		return i + 1;
-	case '\\':
-		tok_append(p, data, i);
-		p->state = S_QUOTED_ESC;
-		return i + 1;
-	case '\0':
-		set_error(p, "NUL byte in line");
-		return i;
-	default:
-		set_error(p, "unterminated quoted string at end of line");
-		return i;
-	}
-}
-
-/* Any character after a backslash stands for itself. */
-static size_t h_quoted_esc(struct trib_imap_parser *p,
-			   const unsigned char *data, size_t size)
-{
-	(void)size;
-	if (data[0] == '\0') {
-		set_error(p, "NUL byte in line");
-		return 0;
-	}
-	if (data[0] == '\r' || data[0] == '\n') {
-		set_error(p, "unterminated quoted string at end of line");
-		return 0;
-	}
-	tok_append(p, data, 1);
-	p->state = S_QUOTED;
-	return 1;
-}
-
-/* ---- literals ---- */
-
-/* Is the literal just announced the body of a FETCH item? */
-static bool literal_streams(const struct trib_imap_parser *p)
-{
-	const struct level *lvl = &p->levels[1];
-	const struct trib_imap_arg *prev;
-
-	if (p->resp.kind != TRIB_IMAP_RESP_UNTAGGED || !p->resp.has_number ||
-	    p->in_code || p->depth != 1 || p->resp.name == NULL ||
-	    strcmp(p->resp.name, "FETCH") != 0 || lvl->count == 0)
-		return false;
-	prev = &lvl->args[lvl->count - 1];
-	if (prev->type != TRIB_IMAP_ARG_ATOM)
-		return false;
-	return has_prefix_ci(prev->u.s.str, prev->u.s.len, "BODY[") ||
-	       has_prefix_ci(prev->u.s.str, prev->u.s.len, "BINARY[") ||
-	       has_prefix_ci(prev->u.s.str, prev->u.s.len, "RFC822");
-}
-
-/* "}" seen, `consumed` bytes into this handler's input: check the size
- * against its cap before a byte of the literal is read. */
-static void literal_check(struct trib_imap_parser *p, size_t consumed)
-{
-	uint64_t size = p->lit_size;
-	size_t used = p->line_bytes + consumed + 2; /* + CRLF */
-
-	p->state = S_LIT_CR;
-	p->lit_stream = literal_streams(p);
-	if (p->lit_stream) {
-		if (size > p->limits.max_literal)
-			set_error(p,
-				  "literal size %" PRIu64 " over the limit "
-				  "of %" PRIu64 " bytes",
-				  size, p->limits.max_literal);
-	} else if (size > p->limits.max_inline_literal) {
-		set_error(p,
-			  "inline literal size %" PRIu64 " over the limit "
-			  "of %zu bytes",
-			  size, p->limits.max_inline_literal);
-	} else if (used > p->limits.max_line ||
-		   size > p->limits.max_line - used) {
-		set_error(p,
-			  "inline literal of %" PRIu64 " bytes makes the "
-			  "response longer than %zu bytes",
-			  size, p->limits.max_line);
-	}
-}
-
-static size_t h_lit_size(struct trib_imap_parser *p, const unsigned char *data,
-			 size_t size)
-{
-	size_t i;
-
-	for (i = 0; i < size; i++) {
-		unsigned char c = data[i];
-		unsigned int digit;
-
-		if (c < '0' || c > '9')
-			break;
-		digit = c - '0';
-		if (p->lit_size > (UINT64_MAX - digit) / 10) {
-			set_error(p, "literal size overflows 64 bits");
-			return i;
-		}
-		p->lit_size = p->lit_size * 10 + digit;
-		p->lit_has_digits = true;
-	}
-	if (i == size)
-		return size;
-	if (p->lit_has_digits && data[i] == '+') {
-		p->state = S_LIT_PLUS;
-		return i + 1;
-	}
-	if (p->lit_has_digits && data[i] == '}') {
-		literal_check(p, i + 1);
-		return i + 1;
-	}
-	set_error(p, "bad literal size");
-	return i;
-}
-
-static size_t h_lit_plus(struct trib_imap_parser *p, const unsigned char *data,
-			 size_t size)
-{
-	(void)size;
-	if (data[0] != '}') {
-		set_error(p, "bad literal size");
-		return 0;
-	}
-	literal_check(p, 1);
-	return 1;
-}
-
-static void error_lit_crlf(struct trib_imap_parser *p)
-{
-	set_error(p, "literal {%" PRIu64 "} not followed by CRLF", p->lit_size);
-}
-
-static size_t h_lit_cr(struct trib_imap_parser *p, const unsigned char *data,
-		       size_t size)
-{
-	(void)size;
-	if (data[0] != '\r') {
-		error_lit_crlf(p);
-		return 0;
-	}
-	p->state = S_LIT_LF;
-	return 1;
-}
-
-static void inline_finish(struct trib_imap_parser *p)
-{
-	p->state = S_ARGS;
-	arg_add_str(p, TRIB_IMAP_ARG_LITERAL, p->lit_buf, p->lit_have);
-}
-
-static void stream_start(struct trib_imap_parser *p)
-{
-	struct level *lvl = &p->levels[1];
-	struct trib_imap_arg *arg;
-
-	p->state = S_STREAM;
-	p->lit.seq = p->resp.number;
-	p->lit.item = lvl->args[lvl->count - 1].u.s.str;
-	p->lit.size = p->lit_size;
-	p->lit.remaining = p->lit_size;
-	p->lit_announced = false;
-	arg = arg_add(p, TRIB_IMAP_ARG_LITERAL_STREAM);
-	if (arg == NULL)
-		return;
-	arg->u.literal_size = p->lit_size;
-	/* After arg_add(): it may have moved the array. */
-	p->lit.prev_args = lvl->args;
-	p->lit.prev_count = lvl->count - 1;
-}
-
-static size_t h_lit_lf(struct trib_imap_parser *p, const unsigned char *data,
-		       size_t size)
-{
-	(void)size;
-	if (data[0] != '\n') {
-		error_lit_crlf(p);
-		return 0;
-	}
-	if (p->lit_stream) {
-		stream_start(p);
-		return 1;
-	}
-	/* literal_check() bounded the size by max_line. */
-	p->lit_buf = trib_pool_alloc(p->pool, (size_t)p->lit_size + 1);
-	p->lit_have = 0;
-	p->state = S_LIT_INLINE;
-	if (p->lit_size == 0)
-		inline_finish(p);
-	return 1;
-}
-
-static size_t h_lit_inline(struct trib_imap_parser *p,
-			   const unsigned char *data, size_t size)
-{
-	size_t want = (size_t)p->lit_size - p->lit_have;
-	size_t n = size < want ? size : want;
-
-	memcpy(p->lit_buf + p->lit_have, data, n);
-	p->lit_have += n;
-	if (p->lit_have == p->lit_size)
-		inline_finish(p);
-	return n;
-}
-
-/* false: stop and return TRIB_IMAP_PARSE_LITERAL; true: parse on. */
-static bool stream_step(struct trib_imap_parser *p)
-{
-	if (!p->lit_announced) {
-		p->lit_announced = true;
-		return false;
-	}
-	if (p->lit.remaining > 0)
-		return false;
-	p->state = S_ARGS;
-	return true;
 }
 
 /* ---- the driver ---- */
@@ -1109,19 +482,32 @@ static state_handler *const handlers[S_COUNT] = {
 	[S_CODE_NAME] = h_code_name,
 	[S_CODE_END] = h_code_end,
 	[S_TEXT] = h_text,
-	[S_ARGS] = h_args,
-	[S_ATOM] = h_atom,
-	[S_SECTION] = h_section,
-	[S_QUOTED] = h_quoted,
-	[S_QUOTED_ESC] = h_quoted_esc,
-	[S_LIT_SIZE] = h_lit_size,
-	[S_LIT_PLUS] = h_lit_plus,
-	[S_LIT_CR] = h_lit_cr,
-	[S_LIT_LF] = h_lit_lf,
-	[S_LIT_INLINE] = h_lit_inline,
+	[S_ARGS] = trib_imap_parser_h_args,
+	[S_ATOM] = trib_imap_parser_h_atom,
+	[S_SECTION] = trib_imap_parser_h_section,
+	[S_QUOTED] = trib_imap_parser_h_quoted,
+	[S_QUOTED_ESC] = trib_imap_parser_h_quoted_esc,
+	[S_LIT_SIZE] = trib_imap_parser_h_lit_size,
+	[S_LIT_PLUS] = trib_imap_parser_h_lit_plus,
+	[S_LIT_CR] = trib_imap_parser_h_lit_cr,
+	[S_LIT_LF] = trib_imap_parser_h_lit_lf,
+	[S_LIT_INLINE] = trib_imap_parser_h_lit_inline,
 	[S_LF] = h_lf,
 	/* S_STREAM, S_DONE and S_ERROR consume nothing: see feed(). */
 };
+
+/* false: stop and return TRIB_IMAP_PARSE_LITERAL; true: parse on. */
+static bool stream_step(struct trib_imap_parser *p)
+{
+	if (!p->lit_announced) {
+		p->lit_announced = true;
+		return false;
+	}
+	if (p->lit.remaining > 0)
+		return false;
+	p->state = S_ARGS;
+	return true;
+}
 
 static void response_reset(struct trib_imap_parser *p)
 {
@@ -1162,8 +548,8 @@ static size_t feed_step(struct trib_imap_parser *p, const unsigned char *data,
 	size_t n;
 
 	if (budget == 0) {
-		set_error(p, "response longer than %zu bytes",
-			  p->limits.max_line);
+		trib_imap_parser_set_error(p, "response longer than %zu bytes",
+					   p->limits.max_line);
 		return 0;
 	}
 	n = handlers[p->state](p, data, size < budget ? size : budget);
@@ -1250,9 +636,10 @@ void trib_imap_parser_literal_skip(struct trib_imap_parser *parser,
 				   uint64_t size)
 {
 	if (parser->state != S_STREAM || size > parser->lit.remaining) {
-		set_error(parser,
-			  "literal_skip(%" PRIu64 ") past the streamed literal",
-			  size);
+		trib_imap_parser_set_error(parser,
+					   "literal_skip(%" PRIu64
+					   ") past the streamed literal",
+					   size);
 		return;
 	}
 	parser->lit.remaining -= size;
