@@ -124,6 +124,18 @@ static void status_done_ctx(const struct trib_imap_reply *reply,
 		trib_imap_logout(check->client, logout_done, check);
 }
 
+/* INBOX first, then by name. */
+static int folder_cmp(const void *a, const void *b)
+{
+	const struct check_folder *fa = a, *fb = b;
+	bool ia = strcasecmp(fa->name, "INBOX") == 0;
+	bool ib = strcasecmp(fb->name, "INBOX") == 0;
+
+	if (ia != ib)
+		return ia ? -1 : 1;
+	return strcmp(fa->name, fb->name);
+}
+
 static void list_done(const struct trib_imap_reply *reply,
 		      const struct trib_imap_list_entry *entries,
 		      unsigned int count, void *context)
@@ -142,6 +154,7 @@ static void list_done(const struct trib_imap_reply *reply,
 		folder->flags = entries[i].flags;
 	}
 	check->folder_count = count;
+	qsort(check->folders, count, sizeof(*check->folders), folder_cmp);
 	/* STATUS for every selectable folder, pipelined. */
 	for (unsigned int i = 0; i < count; i++) {
 		struct status_ctx *ctx;

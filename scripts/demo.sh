@@ -6,8 +6,6 @@
 # stopped by PID when it ends.
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
-"$top/scripts/install-deps.sh"
-"$top/scripts/build.sh" "$top/build"
 
 demo() {
 	token_file="$TRIB_TEST_DIR/demo-token"
@@ -26,7 +24,8 @@ demo() {
 	echo
 	echo "== the same account over STARTTLS with OAUTHBEARER, as JSON"
 	"$top/build/fetcher/tributary" check \
-		--host "$TRIB_TEST_HOST" --port "$TRIB_TEST_IMAP_STARTTLS_PORT" \
+		--host "$TRIB_TEST_IMAP_STARTTLS_STRICT_HOST" \
+		--port "$TRIB_TEST_IMAP_STARTTLS_STRICT_PORT" \
 		--tls starttls --ca-file "$TRIB_TEST_CA" \
 		--user "$TRIB_TEST_USER" --auth oauthbearer \
 		--secret-file "$token_file" --json | head -8
@@ -42,6 +41,8 @@ demo() {
 if [ "${1:-}" = "--inside" ]; then
 	demo
 else
+	"$top/scripts/install-deps.sh"
+	"$top/scripts/build.sh" "$top/build"
 	export PYTHON3="${PYTHON3:-python3}"
 	exec "$top/tests/harness/with-servers.sh" "$0" --inside
 fi
