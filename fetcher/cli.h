@@ -14,6 +14,7 @@
 #define CLI_EXIT_SOFTWARE 70 /* EX_SOFTWARE: internal error */
 #define CLI_EXIT_TEMPFAIL 75 /* EX_TEMPFAIL: try again later */
 #define CLI_EXIT_NOPERM 77   /* EX_NOPERM: refused: credentials, TLS */
+#define CLI_EXIT_CONFIG 78   /* EX_CONFIG: configuration problems */
 
 /* One line on stderr: "tributary: <message>". */
 void cli_error(const char *fmt, ...) TRIB_ATTR_PRINTF(1, 2);
@@ -29,5 +30,7 @@ void cli_logger_init(struct trib_logger *logger, bool verbose);
 char *cli_read_secret(const char *path, const char *prompt);
 
 int cmd_check(int argc, char **argv);
+int cmd_accounts(int argc, char **argv);
+int cmd_check_config(int argc, char **argv);
 
 #endif

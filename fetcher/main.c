@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,10 @@ struct command {
 static const struct command commands[] = {
 	{ "check", cmd_check,
 	  "connect to an IMAP server, log in, list folders and counts" },
+	{ "accounts", cmd_accounts,
+	  "list users' remote accounts as Dovecot's settings give them" },
+	{ "check-config", cmd_check_config,
+	  "check the settings; one line per problem, exit 78 if any" },
 };
 
 void cli_error(const char *fmt, ...)
@@ -121,7 +126,7 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: tributary COMMAND [OPTIONS]\n\ncommands:\n");
 	for (size_t i = 0; i < TRIB_N_ELEMENTS(commands); i++)
-		fprintf(out, "  %-10s %s\n", commands[i].name,
+		fprintf(out, "  %-13s %s\n", commands[i].name,
 			commands[i].summary);
 	fprintf(out, "\n`tributary COMMAND --help` shows a command's "
 		     "options.\n");
@@ -131,6 +136,8 @@ int main(int argc, char **argv)
 {
 	/* Secrets pass through this process: no core dumps of it. */
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	/* A peer that closes early is an error to report, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
 
 	if (argc < 2) {
 		usage(stderr);

@@ -27,3 +27,21 @@ apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
 echo "install-deps: packages installed"
+
+# System user and groups. The daemon runs as `tributary` (it reads users and
+# accounts from Dovecot's `tributary-userdb` listener, which the drop-in
+# conf.d/90-tributary.conf gives to this user); the trace key is
+# root:tributary-trace 0640, read by the fetcher (signing) and, through
+# `mail_access_groups = tributary-trace`, by Dovecot's LMTP and Sieve
+# processes (verifying). useradd/groupadd come with `passwd` (required).
+getent group tributary >/dev/null || groupadd --system tributary
+getent passwd tributary >/dev/null ||
+	useradd --system --gid tributary --home-dir /var/lib/tributary \
+		--no-create-home --shell /usr/sbin/nologin \
+		--comment "Tributary mail fetcher" tributary
+getent group tributary-trace >/dev/null || groupadd --system tributary-trace
+case " $(id -nG tributary) " in
+*" tributary-trace "*) ;;
+*) usermod -a -G tributary-trace tributary ;;
+esac
+echo "install-deps: user tributary ($(id tributary))"

@@ -20,11 +20,18 @@ rm -f "$top/configure"
 step "make lint"
 make -C "$top/build" lint
 
-# Sum cmocka's "[  PASSED  ] N test(s)." lines of a build's test logs.
+# Sum the passed/failed counts of a build's test logs: cmocka's
+# "[  PASSED  ] N test(s)." lines and the Python tests' "name: N passed,
+# M failed" lines.
 count() {
 	cat "$1"/tests/unit/*.log "$1"/tests/integration/*.log 2>/dev/null |
-		sed -n "s/^\[  $2  \] \([0-9]*\) test.*/\1/p" |
-		awk '{ n += $1 } END { print n + 0 }'
+		awk -v what="$2" '
+			what == "PASSED" && /^\[  PASSED  \] [0-9]+ test/ { n += $4 }
+			what == "FAILED" && /^\[  FAILED  \] [0-9]+ test/ { n += $4 }
+			/^[a-z_]+: [0-9]+ passed, [0-9]+ failed$/ {
+				n += (what == "PASSED") ? $2 : $4
+			}
+			END { print n + 0 }'
 }
 
 step "make check"

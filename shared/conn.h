@@ -8,7 +8,10 @@
  * Owns: its bufferevents and the SSL. Borrows: the loop and the TLS
  * context, which must outlive it. The protocol on top (IMAP, LMTP) reads
  * trib_conn_input() from its `readable` callback and writes with
- * trib_conn_write(). */
+ * trib_conn_write().
+ *
+ * The host process must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): a peer
+ * that closes while we write is reported as an error, not a signal. */
 
 #include "error.h"
 

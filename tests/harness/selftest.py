@@ -9,16 +9,23 @@ fast permanent failure for expired / revoked / unknown / wrong-user tokens,
 app passwords over PLAIN and LOGIN, the certificate listeners (openssl
 s_client and Python's ssl), the no-STARTTLS plaintext port, the fixture
 folders, IDLE/CONDSTORE, the stand-in counters, and seeding 1000 messages.
+And the local Dovecot: doveconf accepts it (with conf.d/90-tributary.conf
+included), doveadm user shows the tributary_ fields, the tributary-userdb
+socket serves USER/LIST to the tributary user only, LMTP (socket and TCP,
++detail) delivers into the maildirs, Sieve runs, the accounts file reloads.
 Prints TAP; exits non-zero on any failure.
 """
 
 import base64
+import grp
 import imaplib
 import json
 import os
+import pwd
 import re
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -434,6 +441,386 @@ def t_counters():
        "reset zeroes the counters", s)
 
 
+# --------------------------------------------------------------------------
+# The local Dovecot (the user's own server, conf.d/90-tributary.conf
+# included)
+
+LOCAL_ENV = """TRIB_TEST_LOCAL_CONF TRIB_TEST_LOCAL_LOG
+TRIB_TEST_LOCAL_USERDB_SOCKET TRIB_TEST_LOCAL_AUTH_USERDB_SOCKET
+TRIB_TEST_LOCAL_LMTP_SOCKET TRIB_TEST_LOCAL_LMTP_HOST TRIB_TEST_LOCAL_LMTP_PORT
+TRIB_TEST_LOCAL_IMAP_HOST TRIB_TEST_LOCAL_IMAP_PORT TRIB_TEST_LOCAL_USERS
+TRIB_TEST_LOCAL_PASSWORD TRIB_TEST_LOCAL_STATE_DIR
+TRIB_TEST_ACCOUNTS_FILE""".split()
+
+
+def doveadm_user(user):
+    """(exit status, {field: value}) of `doveadm -c LOCAL user USER`."""
+    r = subprocess.run(["doveadm", "-c", E["TRIB_TEST_LOCAL_CONF"], "-f",
+                        "json", "user", user], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=30)
+    try:
+        fields = {x["field"]: x["value"] for x in json.loads(r.stdout)}
+    except ValueError:
+        fields = {}
+    return r.returncode, fields
+
+
+def trib_fields(fields):
+    return {k: v for k, v in fields.items() if k.startswith("tributary_")}
+
+
+def tab_unescape(s):
+    return re.sub("\x01(.)", lambda m: {"1": "\x01", "t": "\t", "r": "\r",
+                                        "n": "\n", "0": "\0"}
+                  .get(m.group(1), m.group(1)), s)
+
+
+def userdb_session(path, requests):
+    """Speak the auth userdb protocol on path: send VERSION and the request
+    lines, read until each has its final reply. Returns the reply lines
+    (split on tabs) other than VERSION/SPID."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(("VERSION\t1\t0\n" + "".join(r + "\n" for r in requests))
+              .encode())
+    f = s.makefile("rb")
+    out, pending = [], len(requests)
+    while pending:
+        line = f.readline()
+        if not line:
+            break
+        parts = [tab_unescape(p) for p in
+                 line.decode("utf-8", "replace").rstrip("\n").split("\t")]
+        if parts[0] in ("VERSION", "SPID"):
+            continue
+        out.append(parts)
+        if parts[0] in ("USER", "NOTFOUND", "FAIL", "DONE"):
+            pending -= 1
+    s.close()
+    return out
+
+
+def as_user(name, fn):
+    """Run fn() in a forked child that has become the system user `name`
+    (groups, gid, uid: what setpriv --init-groups does); returns what fn
+    returned, or ('error', repr) if it raised. Forked rather than exec'd, so
+    the interpreter need not be readable by that user."""
+    pw = pwd.getpwnam(name)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(rfd)
+            os.initgroups(name, pw.pw_gid)
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            try:
+                res = ("ok", os.getuid(), fn())
+            except Exception as e:  # noqa: BLE001
+                res = ("error", os.getuid(), repr(e))
+            os.write(wfd, json.dumps(res).encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(data) if data else ("error", None, "child died")
+
+
+def t_local_env():
+    missing = [k for k in LOCAL_ENV if not E.get(k)]
+    ok(not missing, "all TRIB_TEST_LOCAL_* variables set", missing)
+    with open(os.path.join(E["TRIB_TEST_DIR"], "env.json")) as f:
+        j = json.load(f)
+    ok(all(j.get(k) == E[k] for k in LOCAL_ENV),
+       "env.json matches env.sh (local)")
+    ok(E["TRIB_TEST_LOCAL_USERS"] == "alice,bob,carol",
+       "TRIB_TEST_LOCAL_USERS is alice,bob,carol", E["TRIB_TEST_LOCAL_USERS"])
+
+
+def t_local_doveconf():
+    conf = E["TRIB_TEST_LOCAL_CONF"]
+    r = subprocess.run(["doveconf", "-n", "-c", conf], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=30)
+    ok(r.returncode == 0, "doveconf -n -c LOCAL succeeds", r.stdout[-2000:])
+    text = r.stdout
+    with open(conf) as f:
+        ok(re.search(r"^!include .*/conf\.d/90-tributary\.conf$", f.read(),
+                     re.M) is not None,
+           "local config includes the shipped conf.d/90-tributary.conf")
+    ok(re.search(r"unix_listener tributary-userdb \{\s*group = tributary\s*"
+                 r"mode = 0600\s*user = tributary", text) is not None,
+       "tributary-userdb listener (tributary, 0600) in doveconf -n", text)
+    ok(re.search(r"userdb \{\s*args = %s\s*driver = passwd-file\s*"
+                 r"result_failure = return-ok\s*result_internalfail = "
+                 r"return-ok\s*skip = notfound\s*\}"
+                 % re.escape(E["TRIB_TEST_ACCOUNTS_FILE"]), text) is not None,
+       "accounts userdb chained as the drop-in's example", text)
+    ok(re.search(r"result_success = continue-ok", text) is not None,
+       "main userdb has result_success = continue-ok")
+    # What the daemon will do, as the tributary user: read the globals.
+    r = subprocess.run(["setpriv", "--reuid", "tributary", "--regid",
+                        "tributary", "--init-groups", "doveconf", "-c", conf,
+                        "-h", "plugin/tributary_state_dir"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=30)
+    ok(r.returncode == 0 and r.stdout.strip() ==
+       E["TRIB_TEST_LOCAL_STATE_DIR"],
+       "as tributary: doveconf -h plugin/tributary_state_dir = "
+       "TRIB_TEST_LOCAL_STATE_DIR (test config overrides the drop-in)",
+       r.stdout)
+
+
+def t_local_doveadm_user():
+    rc, a = doveadm_user("alice")
+    want = {
+        "tributary_accounts": "work,home",
+        "tributary_work_provider": "outlook",
+        "tributary_work_login": "alice@contoso.example",
+        "tributary_home_provider": "imap",
+        "tributary_home_host": E["TRIB_TEST_HOST"],
+        "tributary_home_port": E["TRIB_TEST_IMAPS_PORT"],
+        "tributary_home_tls": "implicit",
+        "tributary_home_login": E["TRIB_TEST_USER"],
+        "tributary_home_auth": "password_file",
+    }
+    got = trib_fields(a)
+    ok(rc == 0 and all(got.get(k) == v for k, v in want.items()),
+       "doveadm user alice: her tributary_ fields", got)
+    ok(a.get("uid") == "65534" and a.get("home", "").endswith("/home/alice"),
+       "alice keeps the main userdb's uid and home", a)
+    pwf = got.get("tributary_home_password_file", "")
+    try:
+        with open(pwf) as f:
+            pw = f.readline().strip()
+        st = os.stat(pwf)
+    except OSError as e:
+        pw, st = str(e), None
+    ok(pw == E["TRIB_TEST_APP_PASSWORD"] and st is not None
+       and st.st_mode & 0o777 == 0o640
+       and grp.getgrgid(st.st_gid).gr_name == "tributary",
+       "alice/home password_file: the remote app password, root:tributary "
+       "0640", (pwf, pw))
+    rc, b = doveadm_user("bob")
+    ok(rc == 0 and trib_fields(b) == {
+        "tributary_accounts": "mail", "tributary_mail_provider": "yahoo",
+        "tributary_mail_auth": "app_password",
+        "tributary_mail_login": "bob@yahoo.example",
+        "tributary_mail_folders": "INBOX,Archive"},
+       "doveadm user bob: one yahoo account", trib_fields(b))
+    rc, c = doveadm_user("carol")
+    ok(rc == 0 and not trib_fields(c) and c.get("home", "")
+       .endswith("/home/carol"),
+       "doveadm user carol: a user, without tributary_ fields", c)
+    rc, d = doveadm_user("alice@example.com")
+    ok(rc == 0 and d.get("user") == "alice"
+       and d.get("tributary_accounts") == "work,home",
+       "alice@example.com is alice (auth_username_format = %Ln)", d)
+    rc, d = doveadm_user("dave")
+    ok(rc == 67, "an unknown user stays unknown (exit 67)", (rc, d))
+
+
+def t_userdb_socket():
+    path = E["TRIB_TEST_LOCAL_USERDB_SOCKET"]
+    st = os.stat(path)
+    ok(stat.S_ISSOCK(st.st_mode) and pwd.getpwuid(st.st_uid).pw_name ==
+       "tributary" and grp.getgrgid(st.st_gid).gr_name == "tributary"
+       and st.st_mode & 0o777 == 0o600,
+       "tributary-userdb: socket, tributary:tributary, 0600",
+       oct(st.st_mode))
+    reqs = ["USER\t1\talice\tservice=tributary",
+            "USER\t2\tcarol\tservice=tributary",
+            "USER\t3\tdave\tservice=tributary", "LIST\t4"]
+    res = as_user("tributary", lambda: userdb_session(path, reqs))
+    ok(res[0] == "ok" and res[1] == pwd.getpwnam("tributary").pw_uid,
+       "a client running as tributary speaks to tributary-userdb", res)
+    if res[0] != "ok":
+        return
+    lines = res[2]
+    by_id = {}
+    for p in lines:
+        by_id.setdefault(p[1], []).append(p)
+    alice = by_id.get("1", [[]])[0]
+    fields = dict(x.partition("=")[::2] for x in alice[3:])
+    ok(alice[:3] == ["USER", "1", "alice"]
+       and fields.get("tributary_accounts") == "work,home"
+       and fields.get("tributary_home_port") == E["TRIB_TEST_IMAPS_PORT"]
+       and fields.get("uid") == "65534",
+       "USER alice: uid, home and her tributary_ fields", alice)
+    carol = by_id.get("2", [[]])[0]
+    ok(carol[:3] == ["USER", "2", "carol"]
+       and not any(x.startswith("tributary_") for x in carol[3:]),
+       "USER carol: found, no tributary_ fields", carol)
+    ok(by_id.get("3", [[]])[0][:2] == ["NOTFOUND", "3"],
+       "USER dave: NOTFOUND", by_id.get("3"))
+    listed = [p[2] for p in by_id.get("4", []) if p[0] == "LIST"]
+    ok(sorted(set(listed)) == ["alice", "bob", "carol"]
+       and by_id["4"][-1][:2] == ["DONE", "4"],
+       "LIST: alice, bob, carol (users with accounts come twice: once per "
+       "userdb)", listed)
+    res = as_user("nobody", lambda: userdb_session(path, reqs[:1]))
+    ok(res[0] == "error" and "Permission denied" in res[2],
+       "another user (nobody) cannot connect to tributary-userdb", res)
+    # Dovecot's own auth-userdb (root) answers the same.
+    lines = userdb_session(E["TRIB_TEST_LOCAL_AUTH_USERDB_SOCKET"], reqs[:1])
+    ok(lines and lines[0][:3] == ["USER", "1", "alice"]
+       and "tributary_accounts=work,home" in lines[0],
+       "auth-userdb (root) answers USER alice too", lines)
+
+
+def lmtp_send(rcpts, msg, unix=True):
+    """One pipelined LMTP transaction (BDAT). Returns one final reply per
+    recipient: its RCPT reply if refused, else its reply after the data."""
+    if unix:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(20)
+        s.connect(E["TRIB_TEST_LOCAL_LMTP_SOCKET"])
+    else:
+        s = socket.create_connection((E["TRIB_TEST_LOCAL_LMTP_HOST"],
+                                      int(E["TRIB_TEST_LOCAL_LMTP_PORT"])),
+                                     timeout=20)
+    f = s.makefile("rb")
+
+    def reply():
+        line = f.readline()
+        while line[3:4] == b"-":
+            line = f.readline()
+        return line.decode(errors="replace").strip()
+    greeting = reply()
+    s.sendall(b"LHLO selftest\r\nMAIL FROM:<>\r\n"
+              + b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in rcpts)
+              + b"BDAT %d LAST\r\n" % len(msg) + msg + b"QUIT\r\n")
+    out = []
+    if greeting.startswith("220 ") and reply().startswith("250") and \
+            reply().startswith("250"):                   # LHLO, MAIL
+        rcpt = [reply() for _ in rcpts]
+        accepted = [i for i, x in enumerate(rcpt) if x.startswith("250")]
+        data = [reply() for _ in accepted] if accepted else [reply()]
+        out = list(rcpt)
+        for i, x in zip(accepted, data):
+            out[i] = x
+    s.close()
+    return out
+
+
+def maildir_find(user, folder, msgid):
+    base = os.path.join(os.path.dirname(E["TRIB_TEST_LOCAL_STATE_DIR"]),
+                        "home", user, "Maildir")
+    if folder != "INBOX":
+        base = os.path.join(base, "." + folder.replace("/", "."))
+    for sub in ("new", "cur"):
+        d = os.path.join(base, sub)
+        for name in (os.listdir(d) if os.path.isdir(d) else []):
+            with open(os.path.join(d, name), "rb") as f:
+                if msgid.encode() in f.read(4096):
+                    return os.path.join(d, name)
+    return None
+
+
+def test_message(msgid, subject):
+    return ("From: Selftest <selftest@example.org>\r\nTo: alice\r\n"
+            "Subject: %s\r\nMessage-ID: %s\r\n"
+            "Date: Tue, 02 Jan 2024 03:04:05 +0000\r\n\r\n"
+            "Delivered by the harness selftest.\r\n" % (subject, msgid)
+            ).encode()
+
+
+def t_lmtp():
+    tag = "%d.%d" % (os.getpid(), int(time.time()))
+    m1 = "<lmtp-unix.%s@selftest>" % tag
+    t0 = time.monotonic()
+    r = lmtp_send(["alice"], test_message(m1, "LMTP over the socket"))
+    dt = time.monotonic() - t0
+    ok(len(r) == 1 and r[0].startswith("250 "),
+       "LMTP (unix socket) accepts a message for alice (%.3fs)" % dt, r)
+    ok(maildir_find("alice", "INBOX", m1) is not None,
+       "it is in alice's Maildir/new")
+    m2 = "<lmtp-tcp.%s@selftest>" % tag
+    r = lmtp_send(["alice+Lists/Tributary@example.com", "carol@example.com"],
+                  test_message(m2, "LMTP over TCP"), unix=False)
+    ok(len(r) == 2 and all(x.startswith("250 ") for x in r),
+       "LMTP (TCP) accepts alice+Lists/Tributary@example.com and carol", r)
+    ok(maildir_find("alice", "Lists/Tributary", m2) is not None,
+       "+detail: saved in alice's Lists/Tributary (created)")
+    ok(maildir_find("carol", "INBOX", m2) is not None,
+       "carol (no accounts) gets mail as before")
+    r = lmtp_send(["dave"], test_message(m2, "nobody"))
+    ok(len(r) == 1 and r[0].startswith("550 "), "LMTP refuses an unknown "
+       "user", r)
+    # Over IMAP, as the user sees it.
+    c = imaplib.IMAP4(E["TRIB_TEST_LOCAL_IMAP_HOST"],
+                      int(E["TRIB_TEST_LOCAL_IMAP_PORT"]), timeout=10)
+    typ, d = c.login("alice", E["TRIB_TEST_LOCAL_PASSWORD"])
+    ok(typ == "OK", "local IMAP: LOGIN alice", d)
+    typ, d = c.select('"Lists/Tributary"', readonly=True)
+    typ, d = c.search(None, "HEADER", "Message-ID", m2)
+    ok(typ == "OK" and len(d[0].split()) == 1,
+       "local IMAP: the message is in Lists/Tributary", d)
+    c.logout()
+
+
+def t_sieve():
+    """Pigeonhole runs for LMTP: a user script files a message."""
+    home = os.path.join(os.path.dirname(E["TRIB_TEST_LOCAL_STATE_DIR"]),
+                        "home", "bob")
+    sdir = os.path.join(home, "sieve")
+    os.makedirs(sdir, exist_ok=True)
+    with open(os.path.join(sdir, "selftest.sieve"), "w") as f:
+        f.write('require ["fileinto", "mailbox"];\n'
+                'if header :contains "subject" "[selftest-sieve]" {\n'
+                '  fileinto :create "Filtered";\n}\n')
+    link = os.path.join(home, ".dovecot.sieve")
+    if not os.path.lexists(link):
+        os.symlink("sieve/selftest.sieve", link)
+    for p in (sdir, os.path.join(sdir, "selftest.sieve")):
+        os.chown(p, 65534, 65534)
+    os.lchown(link, 65534, 65534)
+    m = "<sieve.%d@selftest>" % os.getpid()
+    r = lmtp_send(["bob"], test_message(m, "[selftest-sieve] filed"))
+    ok(len(r) == 1 and r[0].startswith("250 "), "LMTP to bob (Sieve)", r)
+    ok(maildir_find("bob", "Filtered", m) is not None,
+       "bob's Sieve script filed it into Filtered")
+
+
+def t_accounts_reload():
+    path = E["TRIB_TEST_ACCOUNTS_FILE"]
+    with open(path) as f:
+        orig = f.read()
+    new = orig.replace("userdb_tributary_accounts=mail",
+                       "userdb_tributary_accounts=mail,more")
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, E["TRIB_TEST_HARNESS"], "accounts",
+                        E["TRIB_TEST_DIR"], "-"], input=new, text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=30)
+    dt = time.monotonic() - t0
+    rc, b = doveadm_user("bob")
+    ok(r.returncode == 0 and b.get("tributary_accounts") == "mail,more",
+       "harness accounts: the next lookup sees the new file (%.2fs, no HUP)"
+       % dt, (r.stderr, b))
+    r = subprocess.run([sys.executable, E["TRIB_TEST_HARNESS"], "accounts",
+                        E["TRIB_TEST_DIR"], "--fixture"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=30)
+    rc, b = doveadm_user("bob")
+    with open(path) as f:
+        ok(r.returncode == 0 and b.get("tributary_accounts") == "mail"
+           and f.read() == orig, "harness accounts --fixture restores it",
+           (r.stderr, b))
+    st = os.stat(path)
+    ok(st.st_mode & 0o777 == 0o640 and st.st_uid == 0
+       and grp.getgrgid(st.st_gid).gr_name == "dovecot",
+       "accounts file is root:dovecot 0640", oct(st.st_mode))
+
+
+def t_local_log():
+    with open(E["TRIB_TEST_LOCAL_LOG"], errors="replace") as f:
+        bad = [x for x in f if re.search(r": (Error|Fatal|Panic|Warning):", x)]
+    ok(not bad, "no errors or warnings in the local Dovecot's log", bad[-10:])
+
+
 def main():
     t_start = time.monotonic()
     for name, fn in (("env", t_env), ("oauth logins", t_oauth_logins),
@@ -443,7 +830,14 @@ def main():
                      ("plain port", t_plain_port),
                      ("strict STARTTLS", t_starttls_strict),
                      ("certs", t_certs),
-                     ("seed", t_seed), ("counters", t_counters)):
+                     ("seed", t_seed), ("counters", t_counters),
+                     ("local env", t_local_env),
+                     ("local doveconf", t_local_doveconf),
+                     ("local doveadm user", t_local_doveadm_user),
+                     ("tributary-userdb", t_userdb_socket),
+                     ("local LMTP", t_lmtp), ("local Sieve", t_sieve),
+                     ("accounts reload", t_accounts_reload),
+                     ("local log", t_local_log)):
         note("--- " + name)
         check(name, fn)
     print("1..%d" % N[0])

@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <json-c/json.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,7 @@ const struct itest_env *itest_env(void)
 	env.builddir =
 		getenv("top_builddir") != NULL ? getenv("top_builddir") : ".";
 	env_loaded = true;
+	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	return &env;
 }
