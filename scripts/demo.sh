@@ -1,9 +1,10 @@
 #!/bin/sh
 # The main job on a self-contained sandbox: install the Debian packages,
 # build, start a private "cloud" IMAP server (a real Dovecot with an OAuth
-# 2.0 stand-in, on 127.0.0.0/8, in a temp dir), and let `tributary check`
-# log in with XOAUTH2 and list the remote mailbox. Everything it starts is
-# stopped by PID when it ends.
+# 2.0 stand-in, on 127.0.0.0/8, in a temp dir) and a local Dovecot with
+# the Tributary drop-in; let `tributary check` log in with XOAUTH2 and list
+# the remote mailbox, and `tributary accounts` show the local users'
+# accounts. Everything it starts is stopped by PID when it ends.
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -30,6 +31,11 @@ demo() {
 		--user "$TRIB_TEST_USER" --auth oauthbearer \
 		--secret-file "$token_file" --json | head -8
 	echo "  ..."
+	echo
+	echo "== the local Dovecot's users and their accounts, as the tributary"
+	echo "== user sees them (doveconf + the tributary-userdb listener)"
+	runuser -u tributary -- "$top/build/fetcher/tributary" accounts \
+		-c "$TRIB_TEST_LOCAL_CONF" -A
 	echo
 	echo "== a server whose certificate has expired is refused before login"
 	"$top/build/fetcher/tributary" check \

@@ -730,6 +730,7 @@ def fixture_accounts(L, remote_imaps_port):
             ("home_host", HOST),
             ("home_port", remote_imaps_port),
             ("home_tls", "implicit"),
+            ("home_ca_file", L.ca_pem),
             ("home_login", USERS[0][0]),
             ("home_auth", "password_file"),
             ("home_password_file", L.alice_home_pw)])

@@ -8,7 +8,7 @@
 #
 # Exit status: CMD's (128+N if CMD died of signal N, or if this script got
 # signal N first). The temp dir is removed on success and kept (path printed,
-# with the tail of the Dovecot log) on failure.
+# with the tails of the Dovecot logs) on failure.
 #
 # CMD runs in its own process group when stdin is not a terminal (CI): when
 # the script is interrupted, or CMD exits, anything CMD left running in that
@@ -83,10 +83,13 @@ finish() {
 	if [ "$status" -eq 0 ] && [ -z "${TRIB_KEEP_DIR:-}" ]; then
 		rm -rf "$dir"
 	else
-		if [ "$status" -ne 0 ] && [ -f "$dir/remote/dovecot.log" ]; then
-			echo "with-servers: ---- tail of $dir/remote/dovecot.log ----" >&2
-			tail -n 40 "$dir/remote/dovecot.log" >&2
-			echo "with-servers: ----" >&2
+		if [ "$status" -ne 0 ]; then
+			for log in "$dir/remote/dovecot.log" "$dir/local/dovecot.log"; do
+				[ -f "$log" ] || continue
+				echo "with-servers: ---- tail of $log ----" >&2
+				tail -n 40 "$log" >&2
+				echo "with-servers: ----" >&2
+			done
 		fi
 		echo "with-servers: exit status $status; kept $dir" >&2
 	fi
