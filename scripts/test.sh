@@ -2,8 +2,7 @@
 # Everything CI checks, from a fresh clone on a fresh Debian 12:
 # packages, a -Werror build, make lint, make check (unit + integration
 # against real Dovecot), the ASan/UBSan build's make check, valgrind over
-# the unit tests (leaks are errors) and a 60 s fuzz run of the IMAP
-# response parser.
+# the unit tests (leaks are errors) and a 60 s fuzz run over the parsers.
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -47,7 +46,7 @@ UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	make -C "$top/build-asan" check ||
 	{ cat "$top"/build-asan/tests/test-suite.log; exit 1; }
 
-step "fuzz the IMAP response parser (${FUZZ_SECONDS:-60} s)"
+step "fuzz the parsers (${FUZZ_SECONDS:-60} s in all)"
 make -C "$top/build" fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 
 step "all tests passed"

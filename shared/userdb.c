@@ -9,7 +9,8 @@
  *   LIST\t<id>\tservice=tributary          ->  LIST\t<id>\t<name> ...
  *                                             DONE\t<id>\t[fail]
  * Fields are tab-escaped: \001 then '1', 't', 'r', 'n' or '0' stand for
- * \001, TAB, CR, LF and NUL.
+ * \001, TAB, CR, LF and NUL. Reading the lines is userdb-parse.c's job;
+ * this file owns the sockets, the requests and their timers.
  *
  * Nothing here calls a user callback directly: answers are queued and
  * delivered from a zero timer, so parsing never sees the client change
@@ -19,6 +20,7 @@
 
 #include "alloc.h"
 #include "loop.h"
+#include "userdb-parse.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -65,7 +67,7 @@ struct userdb_request {
 	struct userdb_conn *conn;
 	enum userdb_kind kind;
 	unsigned int id;
-	char *user; /* lookup: the name asked for, sanitized for messages */
+	char *user;	 /* lookup: the name asked for, sanitized, in pool */
 	char *wire_name; /* and as sent */
 	trib_userdb_lookup_callback_t *lookup_cb;
 	trib_userdb_list_callback_t *list_cb;
@@ -114,85 +116,6 @@ struct trib_userdb_client {
 static void conn_fail(struct userdb_conn *conn, enum trib_log_level idle_level,
 		      const char *fmt, ...) TRIB_ATTR_PRINTF(3, 4);
 
-/* ---- small helpers ---- */
-
-/* A copy fit for a one-line message: control bytes become '?', and it is
- * cut after max bytes. */
-static char *sanitize(const char *str, size_t max)
-{
-	size_t len = strlen(str), i;
-	char *copy = trib_malloc((len > max ? max : len) + 4);
-
-	for (i = 0; i < len && i < max; i++)
-		copy[i] = (unsigned char)str[i] < 0x20 || str[i] == 0x7f
-				  ? '?'
-				  : str[i];
-	if (len > max) {
-		memcpy(copy + i, "...", 3);
-		i += 3;
-	}
-	copy[i] = '\0';
-	return copy;
-}
-
-/* Undo Dovecot's tab-escaping of len bytes into the pool. NULL with
- * *error_r for a NUL byte, an unknown escape or a cut one. */
-static char *unescape(struct trib_pool *pool, const char *src, size_t len,
-		      const char **error_r)
-{
-	char *dest = trib_pool_alloc(pool, len + 1), *d = dest;
-
-	for (size_t i = 0; i < len; i++) {
-		if (src[i] != '\001') {
-			*d++ = src[i];
-			continue;
-		}
-		if (++i == len) {
-			*error_r = "an escape is cut short";
-			return NULL;
-		}
-		switch (src[i]) {
-		case '1':
-			*d++ = '\001';
-			break;
-		case 't':
-			*d++ = '\t';
-			break;
-		case 'r':
-			*d++ = '\r';
-			break;
-		case 'n':
-			*d++ = '\n';
-			break;
-		case '0':
-			*error_r = "a NUL byte";
-			return NULL;
-		default:
-			*error_r = "an unknown escape";
-			return NULL;
-		}
-	}
-	*d = '\0';
-	return dest;
-}
-
-static bool parse_id(const char *str, unsigned int *id_r)
-{
-	unsigned long value = 0;
-
-	if (*str == '\0' || strlen(str) > 10)
-		return false;
-	for (; *str != '\0'; str++) {
-		if (*str < '0' || *str > '9')
-			return false;
-		value = value * 10 + (unsigned long)(*str - '0');
-	}
-	if (value == 0 || value > UINT32_MAX)
-		return false;
-	*id_r = (unsigned int)value;
-	return true;
-}
-
 /* ---- requests and their delivery ---- */
 
 static char *request_what(const struct userdb_request *req)
@@ -221,7 +144,6 @@ static void request_free(struct userdb_request *req)
 	trib_pool_destroy(&req->pool);
 	free(req->names);
 	free(req->error);
-	free(req->user);
 	free(req->wire_name);
 	free(req);
 }
@@ -406,115 +328,53 @@ static struct userdb_request *conn_find(struct userdb_conn *conn,
 	return NULL;
 }
 
-/* USER\t<id>\t<name>\t<key>=<value>... (args start at <name>) */
-static void reply_user(struct userdb_request *req, char **args,
-		       unsigned int count)
+/* USER\t<id>\t<name>\t<key>=<value>... */
+static void reply_user(struct userdb_request *req,
+		       const struct trib_userdb_reply *reply)
 {
-	struct trib_userdb_field *fields;
-	unsigned int n = 0;
-	const char *error = NULL;
-	char *name, *key;
+	struct trib_userdb_user *user = &req->user_answer;
+	const char *error;
 
-	if (count == 0 || args[0][0] == '\0') {
-		request_fail(req, "got an answer without a user name");
+	if (trib_userdb_reply_parse_user(req->pool, reply,
+					 req->client->limits.max_fields, user,
+					 &error) < 0) {
+		request_fail(req, "%s", error);
 		return;
 	}
-	name = unescape(req->pool, args[0], strlen(args[0]), &error);
-	if (name == NULL) {
-		request_fail(req, "got a user name that holds %s", error);
-		return;
-	}
-	for (unsigned int i = 1; i < count; i++)
-		n += args[i][0] != '\0' ? 1 : 0;
-	if (n > req->client->limits.max_fields) {
-		request_fail(req, "got more than %u fields",
-			     req->client->limits.max_fields);
-		return;
-	}
-	fields = trib_pool_alloc(req->pool, sizeof(*fields) * (n + 1));
-	n = 0;
-	for (unsigned int i = 1; i < count; i++) {
-		const char *arg = args[i], *eq = strchr(arg, '=');
-		size_t key_len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
-
-		if (*arg == '\0')
-			continue; /* a reply without fields ends in a TAB */
-		if (key_len == 0) {
-			request_fail(req, "got a field without a name");
-			return;
-		}
-		fields[n].key = unescape(req->pool, arg, key_len, &error);
-		fields[n].value = eq == NULL ? ""
-					     : unescape(req->pool, eq + 1,
-							strlen(eq + 1), &error);
-		if (fields[n].key == NULL || fields[n].value == NULL) {
-			char *raw = trib_strndup(arg, key_len);
-
-			key = sanitize(raw, 64);
-			request_fail(req, "got field %s that holds %s", key,
-				     error);
-			free(key);
-			free(raw);
-			return;
-		}
-		n++;
-	}
-	req->user_answer.name = name;
-	req->user_answer.fields = fields;
-	req->user_answer.count = n;
 	trib_log(req->client->logger, TRIB_LOG_DEBUG,
 		 "%s: USER %u %s: found as %s, %u fields", req->client->prefix,
-		 req->id, req->user, name, n);
+		 req->id, req->user, user->name, user->count);
 	request_finish(req, 1, NULL);
 }
 
-/* FAIL\t<id>[\treason=<text>] (args start after the id) */
-static void reply_fail(struct userdb_request *req, char **args,
-		       unsigned int count)
+/* FAIL\t<id>[\treason=<text>] */
+static void reply_fail(struct userdb_request *req,
+		       const struct trib_userdb_reply *reply)
 {
-	const char *error, *reason = NULL;
-	char *clean;
+	const char *reason = trib_userdb_reply_fail_reason(req->pool, reply);
 
-	for (unsigned int i = 0; i < count && reason == NULL; i++) {
-		if (strncmp(args[i], "reason=", 7) == 0)
-			reason = unescape(req->pool, args[i] + 7,
-					  strlen(args[i] + 7), &error);
-	}
-	if (reason == NULL || reason[0] == '\0') {
+	if (reason == NULL) {
 		request_fail(req, "failed without a reason (Dovecot's auth "
 				  "log has it; a listener with mode 0666 "
 				  "answers only for users whose uid is the "
 				  "fetcher's)");
 		return;
 	}
-	clean = sanitize(reason, 300);
-	request_fail(req, "failed: %s", clean);
-	free(clean);
+	request_fail(req, "failed: %s",
+		     trib_userdb_sanitize(req->pool, reason, 300));
 }
 
 /* LIST\t<id>\t<name>: one more name; -1 if the connection is gone. */
 static int reply_list_name(struct userdb_conn *conn, struct userdb_request *req,
-			   char **args, unsigned int count)
+			   const struct trib_userdb_reply *reply)
 {
-	unsigned int max = req->client->limits.max_users;
 	struct timeval tv = { req->client->timeout_secs, 0 };
-	const char *error;
-	char *name;
+	const char *name, *error;
 
-	if (count == 0 || args[0][0] == '\0') {
-		conn_fail(conn, TRIB_LOG_WARNING,
-			  "listing users: a LIST line without a user name");
-		return -1;
-	}
-	if (req->name_count >= max) {
-		conn_fail(conn, TRIB_LOG_WARNING,
-			  "listing users: more than %u users", max);
-		return -1;
-	}
-	name = unescape(req->pool, args[0], strlen(args[0]), &error);
-	if (name == NULL) {
-		conn_fail(conn, TRIB_LOG_WARNING,
-			  "listing users: a user name holds %s", error);
+	if (trib_userdb_reply_parse_list_name(req->pool, reply, req->name_count,
+					      req->client->limits.max_users,
+					      &name, &error) < 0) {
+		conn_fail(conn, TRIB_LOG_WARNING, "listing users: %s", error);
 		return -1;
 	}
 	if (req->name_count + 1 >= req->name_alloc) {
@@ -533,13 +393,13 @@ static int names_cmp(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* DONE\t<id>\t[fail] (args start after the id) */
-static void reply_list_done(struct userdb_request *req, char **args,
-			    unsigned int count)
+/* DONE\t<id>\t[fail] */
+static void reply_list_done(struct userdb_request *req,
+			    const struct trib_userdb_reply *reply)
 {
 	unsigned int in = 0, out = 0;
 
-	if (count > 0 && strcmp(args[0], "fail") == 0) {
+	if (trib_userdb_reply_done_failed(reply)) {
 		request_fail(req, "failed (no userdb that can iterate, e.g. "
 				  "only static, or a listener whose peer may "
 				  "not list; Dovecot's auth log has the "
@@ -563,84 +423,81 @@ static void reply_list_done(struct userdb_request *req, char **args,
 	request_finish(req, 1, NULL);
 }
 
-static int conn_input_handshake(struct userdb_conn *conn, char **args,
-				unsigned int count, const char *line)
+/* line is the whole line, for messages; pool lives as long as the line. */
+static int conn_input_handshake(struct userdb_conn *conn,
+				const struct trib_userdb_reply *reply,
+				const char *line, struct trib_pool *pool)
 {
-	const char *cmd = args[0];
-	char *clean;
-
-	if (strcmp(cmd, "VERSION") == 0 && !conn->version_seen) {
-		if (count < 3 || strcmp(args[1], "1") != 0) {
-			clean = sanitize(line, 80);
+	if (reply->type == TRIB_USERDB_REPLY_VERSION && !conn->version_seen) {
+		if (!reply->version_supported) {
 			conn_fail(conn, TRIB_LOG_WARNING,
 				  "unsupported protocol version: %s (this "
 				  "client speaks the auth-master protocol %d)",
-				  clean, USERDB_PROTOCOL_MAJOR);
-			free(clean);
+				  trib_userdb_sanitize(pool, line, 80),
+				  USERDB_PROTOCOL_MAJOR);
 			return -1;
 		}
 		conn->version_seen = true;
 		return 0;
 	}
-	if (strcmp(cmd, "SPID") == 0 && conn->version_seen) {
+	if (reply->type == TRIB_USERDB_REPLY_SPID && conn->version_seen) {
 		conn->handshake_done = true;
 		return 0;
 	}
-	if (strcmp(cmd, "MECH") == 0 || strcmp(cmd, "CUID") == 0 ||
-	    strcmp(cmd, "COOKIE") == 0) {
+	if (reply->type == TRIB_USERDB_REPLY_AUTH_CLIENT) {
 		conn_fail(conn, TRIB_LOG_WARNING,
 			  "this is an authentication client socket, not a "
 			  "userdb listener (auth-userdb or tributary-userdb)");
 		return -1;
 	}
-	clean = sanitize(line, 80);
 	conn_fail(conn, TRIB_LOG_WARNING,
-		  "protocol error: unexpected handshake line: %s", clean);
-	free(clean);
+		  "protocol error: unexpected handshake line: %s",
+		  trib_userdb_sanitize(pool, line, 80));
 	return -1;
 }
 
-static int conn_input_args(struct userdb_conn *conn, char **args,
-			   unsigned int count, const char *line)
+static int conn_input_reply(struct userdb_conn *conn,
+			    const struct trib_userdb_reply *reply,
+			    const char *line, struct trib_pool *pool)
 {
-	const char *cmd = args[0];
 	struct userdb_request *req;
 	enum userdb_kind kind;
-	unsigned int id;
-	char *clean;
 
-	if (strcmp(cmd, "USER") == 0 || strcmp(cmd, "NOTFOUND") == 0 ||
-	    strcmp(cmd, "FAIL") == 0)
+	switch (reply->type) {
+	case TRIB_USERDB_REPLY_USER:
+	case TRIB_USERDB_REPLY_NOTFOUND:
+	case TRIB_USERDB_REPLY_FAIL:
 		kind = USERDB_LOOKUP;
-	else if (strcmp(cmd, "LIST") == 0 || strcmp(cmd, "DONE") == 0)
+		break;
+	case TRIB_USERDB_REPLY_LIST:
+	case TRIB_USERDB_REPLY_DONE:
 		kind = USERDB_LIST;
-	else
+		break;
+	default:
 		goto bad_line;
-	if (count < 2 || !parse_id(args[1], &id))
-		goto bad_line;
-	req = conn_find(conn, id);
+	}
+	req = conn_find(conn, reply->id);
 	if (req == NULL) {
-		if (conn_take_abandoned(conn, id))
+		if (conn_take_abandoned(conn, reply->id))
 			return 0; /* the late answer of a timed-out lookup */
-		clean = sanitize(line, 80);
 		trib_log(conn->client->logger, TRIB_LOG_WARNING,
 			 "%s: ignoring an answer to no request: %s",
-			 conn->client->prefix, clean);
-		free(clean);
+			 conn->client->prefix,
+			 trib_userdb_sanitize(pool, line, 80));
 		return 0;
 	}
 	if (req->kind != kind)
 		goto bad_line;
-	if (strcmp(cmd, "USER") == 0)
-		reply_user(req, args + 2, count - 2);
-	else if (strcmp(cmd, "NOTFOUND") == 0)
+	if (reply->type == TRIB_USERDB_REPLY_USER)
+		reply_user(req, reply);
+	else if (reply->type == TRIB_USERDB_REPLY_NOTFOUND)
 		request_finish(req, 0, NULL);
-	else if (strcmp(cmd, "FAIL") == 0)
-		reply_fail(req, args + 2, count - 2);
-	else if (strcmp(cmd, "LIST") == 0)
-		return reply_list_name(conn, req, args + 2, count - 2);
+	else if (reply->type == TRIB_USERDB_REPLY_FAIL)
+		reply_fail(req, reply);
+	else if (reply->type == TRIB_USERDB_REPLY_LIST)
+		return reply_list_name(conn, req, reply);
 	else
-		reply_list_done(req, args + 2, count - 2);
+		reply_list_done(req, reply);
 	if (conn->for_list && conn->requests == NULL) {
 		conn_destroy(conn); /* a LIST connection serves one LIST */
 		return -1;
@@ -648,42 +505,29 @@ static int conn_input_args(struct userdb_conn *conn, char **args,
 	return 0;
 
 bad_line:
-	clean = sanitize(line, 80);
 	conn_fail(conn, TRIB_LOG_WARNING, "protocol error: unexpected line: %s",
-		  clean);
-	free(clean);
+		  trib_userdb_sanitize(pool, line, 80));
 	return -1;
 }
 
-/* One line without its LF; -1 when the connection is gone. */
-static int conn_input_line(struct userdb_conn *conn, char *line, size_t len)
+/* One line, without its LF; -1 when the connection is gone. */
+static int conn_input_line(struct userdb_conn *conn, const char *line,
+			   size_t len)
 {
-	unsigned int count = 1, i = 0;
-	char **args, *copy, *p;
+	struct trib_pool *pool = trib_pool_create(0);
+	struct trib_userdb_reply reply;
+	const char *error;
 	int ret;
 
-	if (memchr(line, '\0', len) != NULL) {
-		conn_fail(conn, TRIB_LOG_WARNING,
-			  "protocol error: a NUL byte in a line");
-		return -1;
+	if (trib_userdb_reply_parse(pool, line, len, &reply, &error) < 0) {
+		conn_fail(conn, TRIB_LOG_WARNING, "protocol error: %s", error);
+		ret = -1;
+	} else if (!conn->handshake_done) {
+		ret = conn_input_handshake(conn, &reply, line, pool);
+	} else {
+		ret = conn_input_reply(conn, &reply, line, pool);
 	}
-	for (p = line; (p = strchr(p, '\t')) != NULL; p++)
-		count++;
-	copy = trib_strndup(line, len); /* the original, for messages */
-	args = trib_malloc(sizeof(*args) * (count + 1));
-	for (p = line; p != NULL; i++) {
-		args[i] = p;
-		p = strchr(p, '\t');
-		if (p != NULL)
-			*p++ = '\0';
-	}
-	args[count] = NULL;
-	if (!conn->handshake_done)
-		ret = conn_input_handshake(conn, args, count, copy);
-	else
-		ret = conn_input_args(conn, args, count, copy);
-	free(args);
-	free(copy);
+	trib_pool_destroy(&pool);
 	return ret;
 }
 
@@ -982,7 +826,7 @@ void trib_userdb_lookup(struct trib_userdb_client *client, const char *user,
 	size_t len = 0;
 
 	req->lookup_cb = callback;
-	req->user = sanitize(user, 100);
+	req->user = trib_userdb_sanitize(req->pool, user, 100);
 	if (user[0] == '\0') {
 		request_fail(req, "refused: the name is empty");
 		return;
