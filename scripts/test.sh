@@ -11,10 +11,10 @@ step() { printf '\n==== %s ====\n' "$*"; }
 step "Debian packages"
 "$top/scripts/install-deps.sh"
 
-step "build (-Werror)"
+step "build (-Werror, with crash points for the crash tests)"
 rm -f "$top/configure"
 "$top/autogen.sh" >/dev/null 2>&1
-"$top/scripts/build.sh" "$top/build" --enable-werror
+"$top/scripts/build.sh" "$top/build" --enable-werror --enable-crash-points
 
 step "make lint"
 make -C "$top/build" lint

@@ -1,4 +1,5 @@
-/* conn.c: TCP + optional TLS on libevent bufferevents. */
+/* conn.c: TCP + optional TLS, or a UNIX socket, on libevent
+ * bufferevents. */
 
 #include "conn.h"
 
@@ -18,7 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 enum conn_state {
 	CONN_IDLE,
@@ -32,11 +36,13 @@ struct trib_conn {
 	struct trib_loop *loop;
 	char *host;
 	unsigned int port;
+	char *unix_path;
 	char *peer_name;
 	struct trib_tls_ctx *tls_ctx;
 	bool implicit_tls;
 	unsigned int connect_timeout_secs;
 	unsigned int read_timeout_secs;
+	size_t output_lowat;
 
 	const struct trib_conn_callbacks *callbacks;
 	void *context;
@@ -51,6 +57,7 @@ struct trib_conn {
 
 static void conn_event_cb(struct bufferevent *bev, short events, void *ctx);
 static void conn_read_cb(struct bufferevent *bev, void *ctx);
+static void conn_write_cb(struct bufferevent *bev, void *ctx);
 
 struct trib_conn *trib_conn_create(struct trib_loop *loop,
 				   const struct trib_conn_settings *set,
@@ -60,12 +67,18 @@ struct trib_conn *trib_conn_create(struct trib_loop *loop,
 	struct trib_conn *conn = trib_calloc(1, sizeof(*conn));
 
 	conn->loop = loop;
-	conn->host = trib_strdup(set->host);
+	conn->host = trib_strdup(set->host != NULL ? set->host : "");
 	conn->port = set->port;
-	conn->peer_name =
-		strchr(set->host, ':') != NULL
-			? trib_strdup_printf("[%s]:%u", set->host, set->port)
-			: trib_strdup_printf("%s:%u", set->host, set->port);
+	if (set->unix_path != NULL) {
+		conn->unix_path = trib_strdup(set->unix_path);
+		conn->peer_name = trib_strdup_printf("unix:%s", set->unix_path);
+	} else if (strchr(conn->host, ':') != NULL) {
+		conn->peer_name =
+			trib_strdup_printf("[%s]:%u", conn->host, set->port);
+	} else {
+		conn->peer_name =
+			trib_strdup_printf("%s:%u", conn->host, set->port);
+	}
 	conn->tls_ctx = set->tls_ctx;
 	conn->implicit_tls = set->implicit_tls;
 	conn->connect_timeout_secs =
@@ -87,6 +100,7 @@ void trib_conn_destroy(struct trib_conn **_conn)
 	else if (conn->tcp != NULL)
 		bufferevent_free(conn->tcp);
 	free(conn->host);
+	free(conn->unix_path);
 	free(conn->peer_name);
 	free(conn);
 }
@@ -135,7 +149,7 @@ static int conn_wrap_tls(struct trib_conn *conn, const char **error_r)
 	struct event_base *base = trib_loop_base(conn->loop);
 	SSL *ssl;
 
-	if (conn->tls_ctx == NULL) {
+	if (conn->tls_ctx == NULL || conn->unix_path != NULL) {
 		*error_r = "no TLS context configured";
 		return -1;
 	}
@@ -158,7 +172,9 @@ static int conn_wrap_tls(struct trib_conn *conn, const char **error_r)
 	conn->ssl = ssl;
 	bufferevent_openssl_set_allow_dirty_shutdown(conn->bev, 1);
 	conn->state = CONN_HANDSHAKE;
-	bufferevent_setcb(conn->bev, conn_read_cb, NULL, conn_event_cb, conn);
+	bufferevent_setcb(conn->bev, conn_read_cb, conn_write_cb, conn_event_cb,
+			  conn);
+	bufferevent_setwatermark(conn->bev, EV_WRITE, conn->output_lowat, 0);
 	conn_set_timeouts(conn);
 	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 	return 0;
@@ -241,10 +257,76 @@ static void conn_read_cb(struct bufferevent *bev, void *ctx)
 		conn->callbacks->readable(conn->context);
 }
 
+static void conn_write_cb(struct bufferevent *bev, void *ctx)
+{
+	struct trib_conn *conn = ctx;
+
+	(void)bev;
+	if (conn->state == CONN_OPEN && conn->callbacks->output_drained != NULL)
+		conn->callbacks->output_drained(conn->context);
+}
+
+static void conn_connect_unix(struct trib_conn *conn)
+{
+	union {
+		struct sockaddr sa;
+		struct sockaddr_un sun;
+	} addr;
+	size_t len = strlen(conn->unix_path);
+	int fd, err;
+
+	if (len >= sizeof(addr.sun.sun_path)) {
+		conn_fail(conn, TRIB_ERR_PERM, "socket path too long");
+		return;
+	}
+	memset(&addr, 0, sizeof(addr));
+	addr.sun.sun_family = AF_UNIX;
+	memcpy(addr.sun.sun_path, conn->unix_path, len + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		conn_fail(conn, TRIB_ERR_TEMP, "cannot create a socket: %s",
+			  evutil_socket_error_to_string(errno));
+		return;
+	}
+	/* A UNIX socket connects at once or fails at once (EAGAIN: the
+	 * listener's backlog is full; retry later). */
+	if (connect(fd, &addr.sa, sizeof(addr.sun)) < 0 &&
+	    errno != EINPROGRESS) {
+		err = errno;
+		close(fd);
+		conn_fail(conn, TRIB_ERR_TEMP, "connect failed: %s",
+			  evutil_socket_error_to_string(err));
+		return;
+	}
+	conn->tcp = bufferevent_socket_new(trib_loop_base(conn->loop), fd,
+					   BEV_OPT_CLOSE_ON_FREE |
+						   BEV_OPT_DEFER_CALLBACKS);
+	if (conn->tcp == NULL) {
+		close(fd);
+		conn_fail(conn, TRIB_ERR_TEMP, "cannot create a socket");
+		return;
+	}
+	conn->bev = conn->tcp;
+	conn->state = CONN_CONNECTING;
+	bufferevent_setcb(conn->tcp, conn_read_cb, conn_write_cb, conn_event_cb,
+			  conn);
+	bufferevent_setwatermark(conn->tcp, EV_WRITE, conn->output_lowat, 0);
+	conn_set_timeouts(conn);
+	bufferevent_enable(conn->tcp, EV_READ | EV_WRITE);
+	/* no address: libevent waits for the socket to be writable and
+	 * reports BEV_EVENT_CONNECTED */
+	if (bufferevent_socket_connect(conn->tcp, NULL, 0) < 0)
+		conn_fail(conn, TRIB_ERR_TEMP, "connect failed");
+}
+
 void trib_conn_connect(struct trib_conn *conn)
 {
 	struct event_base *base = trib_loop_base(conn->loop);
 
+	if (conn->unix_path != NULL) {
+		conn_connect_unix(conn);
+		return;
+	}
 	conn->tcp = bufferevent_socket_new(
 		base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (conn->tcp == NULL) {
@@ -253,7 +335,9 @@ void trib_conn_connect(struct trib_conn *conn)
 	}
 	conn->bev = conn->tcp;
 	conn->state = CONN_CONNECTING;
-	bufferevent_setcb(conn->tcp, conn_read_cb, NULL, conn_event_cb, conn);
+	bufferevent_setcb(conn->tcp, conn_read_cb, conn_write_cb, conn_event_cb,
+			  conn);
+	bufferevent_setwatermark(conn->tcp, EV_WRITE, conn->output_lowat, 0);
 	conn_set_timeouts(conn);
 	bufferevent_enable(conn->tcp, EV_READ | EV_WRITE);
 	if (bufferevent_socket_connect_hostname(
@@ -305,6 +389,15 @@ void trib_conn_write(struct trib_conn *conn, const void *data, size_t size)
 	bufferevent_write(conn->bev, data, size);
 }
 
+void trib_conn_write_buffer(struct trib_conn *conn, struct evbuffer *data)
+{
+	if (conn->state == CONN_FAILED || conn->bev == NULL) {
+		evbuffer_drain(data, evbuffer_get_length(data));
+		return;
+	}
+	bufferevent_write_buffer(conn->bev, data);
+}
+
 size_t trib_conn_output_pending(struct trib_conn *conn)
 {
 	return conn->bev == NULL
@@ -327,4 +420,11 @@ void trib_conn_set_reading(struct trib_conn *conn, bool on)
 		bufferevent_enable(conn->bev, EV_READ);
 	else
 		bufferevent_disable(conn->bev, EV_READ);
+}
+
+void trib_conn_set_output_lowat(struct trib_conn *conn, size_t lowat)
+{
+	conn->output_lowat = lowat;
+	if (conn->bev != NULL)
+		bufferevent_setwatermark(conn->bev, EV_WRITE, lowat, 0);
 }

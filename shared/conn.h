@@ -3,7 +3,8 @@
 
 /* conn.h: one client connection on the event loop: TCP through evdns,
  * then optionally TLS as an OpenSSL filter bufferevent, either at once
- * (implicit TLS) or later on request (STARTTLS).
+ * (implicit TLS) or later on request (STARTTLS); or a UNIX stream socket
+ * (local services such as Dovecot's LMTP; never TLS).
  *
  * Owns: its bufferevents and the SSL. Borrows: the loop and the TLS
  * context, which must outlive it. The protocol on top (IMAP, LMTP) reads
@@ -34,11 +35,17 @@ struct trib_conn_callbacks {
 	 * unusable after this; destroy it. */
 	void (*failed)(enum trib_error_class error_class, const char *error,
 		       void *context);
+	/* Optional: what was queued for writing has drained to the low
+	 * watermark (trib_conn_set_output_lowat(), 0 = empty) or below. */
+	void (*output_drained)(void *context);
 };
 
 struct trib_conn_settings {
 	const char *host;
 	unsigned int port;
+	/* A UNIX socket to connect to instead of host and port (which are
+	 * then ignored); the peer name is "unix:<path>". No TLS. */
+	const char *unix_path;
 	/* TLS context for implicit TLS or STARTTLS; NULL = plain TCP only. */
 	struct trib_tls_ctx *tls_ctx;
 	bool implicit_tls;
@@ -65,11 +72,14 @@ int trib_conn_start_tls(struct trib_conn *conn, const char **error_r);
 bool trib_conn_is_tls(const struct trib_conn *conn);
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384", or "" without TLS. */
 const char *trib_conn_tls_description(struct trib_conn *conn);
-/* "host:port" */
+/* "host:port", or "unix:/path" */
 const char *trib_conn_peer_name(const struct trib_conn *conn);
 
 struct evbuffer *trib_conn_input(struct trib_conn *conn);
 void trib_conn_write(struct trib_conn *conn, const void *data, size_t size);
+/* Move all of data to the output (no copy); data is left empty, also when
+ * the connection has failed (the bytes are then dropped). */
+void trib_conn_write_buffer(struct trib_conn *conn, struct evbuffer *data);
 /* Bytes queued but not yet sent. */
 size_t trib_conn_output_pending(struct trib_conn *conn);
 
@@ -77,5 +87,8 @@ size_t trib_conn_output_pending(struct trib_conn *conn);
 void trib_conn_set_read_timeout(struct trib_conn *conn, unsigned int secs);
 /* Stop/resume reading (back-pressure). */
 void trib_conn_set_reading(struct trib_conn *conn, bool on);
+/* output_drained fires when the output drains to lowat bytes or fewer
+ * (default 0: empty). */
+void trib_conn_set_output_lowat(struct trib_conn *conn, size_t lowat);
 
 #endif

@@ -1,0 +1,898 @@
+/* state.c: one user's sync state: open and lock, folders and their UIDs,
+ * commit. The file format is in state-file.c, the dedupe index in
+ * state-index.c. */
+
+#include "state-private.h"
+
+#include "crash.h"
+#include "settings.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Ceiling of the state file read at open. */
+#define STATE_FILE_MAX (64 * 1024 * 1024)
+
+/* Open states of this process: a second open of one user would share
+ * the fcntl lock (locks belong to the process) and its close would drop
+ * it. */
+struct open_state {
+	struct open_state *next;
+	struct trib_state *state;
+	dev_t dev;
+	ino_t ino;
+};
+static struct open_state *open_states;
+static char open_error[1024];
+
+void trib_state_set_error(struct trib_state *state, const char *fmt, ...)
+{
+	va_list args;
+
+	free(state->error);
+	va_start(args, fmt);
+	state->error = trib_strdup_vprintf(fmt, args);
+	va_end(args);
+}
+
+static TRIB_ATTR_PRINTF(1, 2) void set_open_error(const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vsnprintf(open_error, sizeof(open_error), fmt, args);
+	va_end(args);
+}
+
+/* s cut to 64 bytes, anything but printable ASCII as '?', for errors. */
+static const char *printable(const char *s, char buf[static 68])
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0' && i < 64; i++)
+		buf[i] = s[i] > 0x20 && s[i] < 0x7f ? s[i] : '?';
+	if (s[i] != '\0') {
+		memcpy(buf + i, "...", 3);
+		i += 3;
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
+bool trib_state_valid_user(const char *user)
+{
+	size_t len = strlen(user);
+
+	if (len == 0 || len > 255 || user[0] == '.' || user[0] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = user[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || strchr("._@+=-", c) != NULL))
+			return false;
+	}
+	return true;
+}
+
+/* ---- open ---- */
+
+/* Open (making it when missing) the directory name under dir_fd (AT_FDCWD
+ * for a path), refusing a symbolic link. *created_r: it was made. */
+static int open_dir(int dir_fd, const char *name, const char *path,
+		    bool *created_r)
+{
+	int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	struct stat st;
+	int fd;
+
+	*created_r = false;
+	fd = openat(dir_fd, name, flags);
+	if (fd < 0 && errno == ENOENT) {
+		if (mkdirat(dir_fd, name, 0700) == 0)
+			*created_r = true;
+		else if (errno != EEXIST) {
+			set_open_error("state %s: cannot create: %s", path,
+				       strerror(errno));
+			return -1;
+		}
+		fd = openat(dir_fd, name, flags);
+	}
+	if (fd >= 0)
+		return fd;
+	if ((errno == ELOOP || errno == ENOTDIR) &&
+	    fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISLNK(st.st_mode)) {
+		set_open_error("state %s: is a symbolic link (refused: state "
+			       "directories must be real directories; point "
+			       "tributary_state_dir at the real path)",
+			       path);
+	} else {
+		set_open_error("state %s: cannot open: %s", path,
+			       strerror(errno));
+	}
+	return -1;
+}
+
+/* Who holds the lock, as "pid 4242 on host mx1". */
+static void lock_holder(int fd, char *buf, size_t size)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char content[256], host[200] = "";
+	long file_pid = 0, pid = 0;
+	ssize_t ret;
+
+	if (fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
+		pid = (long)fl.l_pid;
+	ret = pread(fd, content, sizeof(content) - 1, 0);
+	if (ret > 0) {
+		content[ret] = '\0';
+		if (sscanf(content, "%ld %199[^ \n]", &file_pid, host) < 1)
+			file_pid = 0;
+	}
+	/* Over NFS, F_GETLK may not know the pid: the file says who. */
+	if (pid <= 0)
+		pid = file_pid;
+	if (pid > 0 && pid == file_pid && host[0] != '\0')
+		snprintf(buf, size, "pid %ld on host %s", pid, host);
+	else if (pid > 0)
+		snprintf(buf, size, "pid %ld", pid);
+	else
+		snprintf(buf, size, "another process");
+}
+
+static int state_lock(struct trib_state *state)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	char holder[300], host[200], line[256];
+	struct stat st;
+	int len;
+
+	for (struct open_state *o = open_states; o != NULL; o = o->next) {
+		if (fstat(state->dir_fd, &st) == 0 && st.st_dev == o->dev &&
+		    st.st_ino == o->ino) {
+			set_open_error("state %s: already open in this process",
+				       state->path);
+			return -1;
+		}
+	}
+	state->lock_fd =
+		openat(state->dir_fd, STATE_LOCK_FILE,
+		       O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (state->lock_fd < 0) {
+		set_open_error("state %s/%s: cannot open: %s%s", state->path,
+			       STATE_LOCK_FILE, strerror(errno),
+			       errno == ELOOP ? " (a symbolic link: refused)"
+					      : "");
+		return -1;
+	}
+	if (fcntl(state->lock_fd, F_SETLK, &fl) < 0) {
+		if (errno != EACCES && errno != EAGAIN) {
+			set_open_error("state %s/%s: cannot lock: %s",
+				       state->path, STATE_LOCK_FILE,
+				       strerror(errno));
+			return -1;
+		}
+		lock_holder(state->lock_fd, holder, sizeof(holder));
+		set_open_error("state %s/%s: locked by %s (another tributary "
+			       "sync or run works for this user)",
+			       state->path, STATE_LOCK_FILE, holder);
+		return -1;
+	}
+	/* Say who holds it, for the next one who finds it locked. */
+	if (gethostname(host, sizeof(host)) < 0)
+		host[0] = '\0';
+	host[sizeof(host) - 1] = '\0';
+	len = snprintf(line, sizeof(line), "%ld %s\n", (long)getpid(),
+		       host[0] != '\0' ? host : "-");
+	if (ftruncate(state->lock_fd, 0) < 0 || len <= 0 ||
+	    pwrite(state->lock_fd, line, (size_t)len, 0) != len) {
+		/* Only informative (a full disk): the lock is what counts. */
+	}
+	return 0;
+}
+
+static int state_load(struct trib_state *state)
+{
+	struct stat st;
+	char *data;
+	size_t done = 0;
+	int fd;
+
+	fd = openat(state->dir_fd, STATE_FILE,
+		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return 0; /* a new user */
+	if (fd < 0) {
+		set_open_error("state %s/%s: cannot open: %s%s", state->path,
+			       STATE_FILE, strerror(errno),
+			       errno == ELOOP ? " (a symbolic link: refused)"
+					      : "");
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size > STATE_FILE_MAX) {
+		set_open_error("state %s/%s: not a regular file of at most "
+			       "%d bytes",
+			       state->path, STATE_FILE, STATE_FILE_MAX);
+		close(fd);
+		return -1;
+	}
+	data = trib_malloc((size_t)st.st_size + 1);
+	while (done < (size_t)st.st_size) {
+		ssize_t ret = read(fd, data + done, (size_t)st.st_size - done);
+
+		if (ret < 0 && errno == EINTR)
+			continue;
+		if (ret <= 0) {
+			set_open_error("state %s/%s: read: %s", state->path,
+				       STATE_FILE,
+				       ret < 0 ? strerror(errno)
+					       : "file shrank while read");
+			free(data);
+			close(fd);
+			return -1;
+		}
+		done += (size_t)ret;
+	}
+	close(fd);
+	data[done] = '\0';
+	if (trib_state_file_parse(state, data, done) < 0) {
+		set_open_error(
+			"state %s/%s: %s; refusing to start from empty, which "
+			"would deliver every message again: restore the file "
+			"or move it away",
+			state->path, STATE_FILE, state->error);
+		free(data);
+		return -1;
+	}
+	free(data);
+	return 0;
+}
+
+static bool index_file_referenced(struct trib_state *state, uint32_t id)
+{
+	for (unsigned int i = 0; i < state->folder_count; i++) {
+		if (state->folders[i]->index.file_id == id)
+			return true;
+	}
+	return false;
+}
+
+/* Leftovers of commits that never finished: the temp state file, index
+ * files no folder names (written, or compacted away, by a commit that
+ * crashed around its rename). */
+static void state_cleanup(struct trib_state *state)
+{
+	struct dirent *d;
+	DIR *dir;
+	int fd;
+
+	(void)unlinkat(state->dir_fd, STATE_TEMP_FILE, 0);
+	fd = dup(state->index_fd);
+	if (fd < 0)
+		return;
+	dir = fdopendir(fd);
+	if (dir == NULL) {
+		close(fd);
+		return;
+	}
+	while ((d = readdir(dir)) != NULL) {
+		char *end;
+		unsigned long id;
+
+		if (d->d_name[0] < '1' || d->d_name[0] > '9')
+			continue;
+		id = strtoul(d->d_name, &end, 10);
+		if (*end != '\0' || id > UINT32_MAX ||
+		    index_file_referenced(state, (uint32_t)id))
+			continue;
+		(void)unlinkat(state->index_fd, d->d_name, 0);
+	}
+	closedir(dir);
+}
+
+static void state_free(struct trib_state *state)
+{
+	for (unsigned int i = 0; i < state->folder_count; i++) {
+		struct trib_state_folder *f = state->folders[i];
+
+		for (unsigned int j = 0; j < f->rejected_count; j++)
+			free((char *)f->rejected[j].reason);
+		free(f->rejected);
+		free(f->done);
+		trib_state_index_free(&f->index);
+		free(f->account);
+		free(f->name);
+		free(f);
+	}
+	free(state->folders);
+	if (state->index_fd >= 0)
+		close(state->index_fd);
+	if (state->lock_fd >= 0)
+		close(state->lock_fd); /* drops the lock */
+	if (state->dir_fd >= 0)
+		close(state->dir_fd);
+	free(state->user);
+	free(state->path);
+	free(state->index_path);
+	free(state->error);
+	free(state);
+}
+
+int trib_state_open(const char *state_dir, const char *user,
+		    struct trib_state **state_r, const char **error_r)
+{
+	struct trib_state *state;
+	struct open_state *o;
+	struct stat st;
+	char buf[68];
+	bool created;
+	int top_fd;
+
+	*state_r = NULL;
+	*error_r = open_error;
+	if (!trib_state_valid_user(user)) {
+		set_open_error("state: user name '%s' is not a safe directory "
+			       "name (letters, digits and ._@+=- only, not "
+			       "starting with '.' or '-')",
+			       printable(user, buf));
+		return -1;
+	}
+	top_fd = open_dir(AT_FDCWD, state_dir, state_dir, &created);
+	if (top_fd < 0)
+		return -1;
+
+	state = trib_calloc(1, sizeof(*state));
+	state->dir_fd = state->index_fd = state->lock_fd = -1;
+	state->next_index_id = 1;
+	state->user = trib_strdup(user);
+	state->path = trib_strdup_printf("%s/%s", state_dir, user);
+	state->index_path =
+		trib_strdup_printf("%s/%s", state->path, STATE_INDEX_DIR);
+	state->dir_fd = open_dir(top_fd, user, state->path, &created);
+	if (state->dir_fd >= 0 && created)
+		(void)fsync(top_fd);
+	close(top_fd);
+	if (state->dir_fd < 0 || state_lock(state) < 0)
+		goto fail;
+	state->index_fd = open_dir(state->dir_fd, STATE_INDEX_DIR,
+				   state->index_path, &created);
+	if (state->index_fd < 0)
+		goto fail;
+	if (created)
+		(void)fsync(state->dir_fd);
+	if (state_load(state) < 0)
+		goto fail;
+	state_cleanup(state);
+	if (fstat(state->dir_fd, &st) < 0) {
+		set_open_error("state %s: %s", state->path, strerror(errno));
+		goto fail;
+	}
+	o = trib_calloc(1, sizeof(*o));
+	o->state = state;
+	o->dev = st.st_dev;
+	o->ino = st.st_ino;
+	o->next = open_states;
+	open_states = o;
+	*state_r = state;
+	*error_r = NULL;
+	return 0;
+fail:
+	state_free(state);
+	return -1;
+}
+
+void trib_state_close(struct trib_state **_state)
+{
+	struct trib_state *state = *_state;
+
+	if (state == NULL)
+		return;
+	for (struct open_state **o = &open_states; *o != NULL;
+	     o = &(*o)->next) {
+		if ((*o)->state == state) {
+			struct open_state *dead = *o;
+
+			*o = dead->next;
+			free(dead);
+			break;
+		}
+	}
+	state_free(state);
+	*_state = NULL;
+}
+
+bool trib_state_is_dirty(const struct trib_state *state)
+{
+	return state->dirty;
+}
+
+const char *trib_state_user(const struct trib_state *state)
+{
+	return state->user;
+}
+
+const char *trib_state_path(const struct trib_state *state)
+{
+	return state->path;
+}
+
+/* ---- commit ---- */
+
+static int write_temp(struct trib_state *state, const char *data, size_t size)
+{
+	const char *what = "create";
+	size_t half = size / 2, done = 0;
+	int fd;
+
+	TRIB_CRASH_POINT("state-before-temp");
+	fd = openat(state->dir_fd, STATE_TEMP_FILE,
+		    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	if (fd < 0)
+		goto fail;
+	what = "write";
+	while (done < size) {
+		size_t chunk = (done < half ? half : size) - done;
+		ssize_t ret = write(fd, data + done, chunk);
+
+		if (ret < 0 && errno == EINTR)
+			continue;
+		if (ret <= 0) {
+			if (ret == 0)
+				errno = EIO;
+			goto fail;
+		}
+		done += (size_t)ret;
+		if (done == half)
+			TRIB_CRASH_POINT("state-temp-mid");
+	}
+	TRIB_CRASH_POINT("state-temp-before-fsync");
+	what = "fsync";
+	if (fsync(fd) < 0)
+		goto fail;
+	what = "close";
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	return 0;
+fail:
+	trib_state_set_error(state,
+			     "state %s/%s: %s failed: %s (the previous state "
+			     "is kept; the changes stay in memory)",
+			     state->path, STATE_TEMP_FILE, what,
+			     strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static void commit_abort(struct trib_state *state)
+{
+	(void)unlinkat(state->dir_fd, STATE_TEMP_FILE, 0);
+	for (unsigned int i = 0; i < state->folder_count; i++)
+		trib_state_index_abort(state, &state->folders[i]->index);
+}
+
+int trib_state_commit(struct trib_state *state, const char **error_r)
+{
+	uint32_t next_id = state->next_index_id;
+	uint32_t *obsolete;
+	bool created = false;
+	int dir_errno = 0;
+	char *data;
+	size_t size;
+
+	*error_r = NULL;
+	if (!state->dirty)
+		return 0;
+	for (unsigned int i = 0; i < state->folder_count; i++) {
+		if (trib_state_index_prepare(state, &state->folders[i]->index,
+					     &next_id, &created) < 0)
+			goto fail;
+	}
+	if (created && fsync(state->index_fd) < 0) {
+		trib_state_set_error(state,
+				     "state %s: fsync failed: %s (the previous "
+				     "state is kept; the changes stay in "
+				     "memory)",
+				     state->index_path, strerror(errno));
+		goto fail;
+	}
+	data = trib_state_file_serialize(state, next_id, &size);
+	if (write_temp(state, data, size) < 0) {
+		free(data);
+		goto fail;
+	}
+	free(data);
+	TRIB_CRASH_POINT("state-before-rename");
+	if (renameat(state->dir_fd, STATE_TEMP_FILE, state->dir_fd,
+		     STATE_FILE) < 0) {
+		trib_state_set_error(state,
+				     "state %s/%s: rename to %s failed: %s "
+				     "(the previous state is kept; the changes "
+				     "stay in memory)",
+				     state->path, STATE_TEMP_FILE, STATE_FILE,
+				     strerror(errno));
+		goto fail;
+	}
+	/* The new state is in place: from here on, no undoing. */
+	TRIB_CRASH_POINT("state-before-dir-fsync");
+	if (fsync(state->dir_fd) < 0)
+		dir_errno = errno;
+	obsolete = trib_calloc(state->folder_count + 1, sizeof(*obsolete));
+	for (unsigned int i = 0; i < state->folder_count; i++)
+		obsolete[i] =
+			trib_state_index_finish(&state->folders[i]->index);
+	state->next_index_id = next_id;
+	/* A state not known to be durable is written again next time. */
+	state->dirty = dir_errno != 0;
+	TRIB_CRASH_POINT("state-after-commit");
+	for (unsigned int i = 0; i < state->folder_count; i++) {
+		char name[16];
+
+		if (obsolete[i] == 0)
+			continue;
+		snprintf(name, sizeof(name), "%u", obsolete[i]);
+		(void)unlinkat(state->index_fd, name, 0);
+	}
+	free(obsolete);
+	if (dir_errno != 0) {
+		trib_state_set_error(
+			state,
+			"state %s: fsync failed: %s (the new state "
+			"is written but may not be durable yet)",
+			state->path, strerror(dir_errno));
+		*error_r = state->error;
+		return -1;
+	}
+	return 0;
+fail:
+	commit_abort(state);
+	*error_r = state->error;
+	return -1;
+}
+
+/* ---- folders ---- */
+
+struct trib_state_folder *trib_state_folder_new(struct trib_state *state,
+						const char *account,
+						const char *name)
+{
+	struct trib_state_folder *folder = trib_calloc(1, sizeof(*folder));
+
+	folder->state = state;
+	folder->account = trib_strdup(account);
+	folder->name = trib_strdup(name);
+	if (state->folder_count == state->folder_alloc) {
+		state->folder_alloc =
+			state->folder_alloc == 0 ? 8 : state->folder_alloc * 2;
+		state->folders = trib_realloc(state->folders,
+					      state->folder_alloc *
+						      sizeof(*state->folders));
+	}
+	state->folders[state->folder_count++] = folder;
+	return folder;
+}
+
+struct trib_state_folder *trib_state_folder_find(struct trib_state *state,
+						 const char *account,
+						 const char *name)
+{
+	for (unsigned int i = 0; i < state->folder_count; i++) {
+		struct trib_state_folder *f = state->folders[i];
+
+		if (strcmp(f->account, account) == 0 &&
+		    strcmp(f->name, name) == 0)
+			return f;
+	}
+	return NULL;
+}
+
+struct trib_state_folder *trib_state_folder_get(struct trib_state *state,
+						const char *account,
+						const char *name)
+{
+	struct trib_state_folder *folder;
+	size_t len = strlen(name);
+
+	if (!trib_settings_valid_account_name(account) || len == 0 ||
+	    len > TRIB_STATE_FOLDER_NAME_MAX)
+		return NULL;
+	folder = trib_state_folder_find(state, account, name);
+	if (folder != NULL)
+		return folder;
+	folder = trib_state_folder_new(state, account, name);
+	folder->index.file_id = state->next_index_id++;
+	folder->index.base = 0;
+	state->dirty = true;
+	return folder;
+}
+
+unsigned int trib_state_folder_count(const struct trib_state *state)
+{
+	return state->folder_count;
+}
+
+struct trib_state_folder *trib_state_folder_at(struct trib_state *state,
+					       unsigned int idx)
+{
+	return idx < state->folder_count ? state->folders[idx] : NULL;
+}
+
+const char *trib_state_folder_account(const struct trib_state_folder *folder)
+{
+	return folder->account;
+}
+
+const char *trib_state_folder_name(const struct trib_state_folder *folder)
+{
+	return folder->name;
+}
+
+uint32_t trib_state_folder_uidvalidity(const struct trib_state_folder *folder)
+{
+	return folder->uidvalidity;
+}
+
+enum trib_state_uidvalidity_change
+trib_state_folder_set_uidvalidity(struct trib_state_folder *folder,
+				  uint32_t uidvalidity)
+{
+	bool first = folder->uidvalidity == 0;
+
+	if (uidvalidity == 0 || uidvalidity == folder->uidvalidity)
+		return TRIB_STATE_UIDVALIDITY_SAME;
+	folder->uidvalidity = uidvalidity;
+	folder->cursor = 0;
+	folder->done_count = 0;
+	folder->highestmodseq = 0;
+	folder->uidnext = 0;
+	trib_state_index_add_gen(&folder->index, uidvalidity,
+				 folder->index.count);
+	folder->state->dirty = true;
+	return first ? TRIB_STATE_UIDVALIDITY_FIRST
+		     : TRIB_STATE_UIDVALIDITY_CHANGED;
+}
+
+uint32_t trib_state_folder_cursor(const struct trib_state_folder *folder)
+{
+	return folder->cursor;
+}
+
+/* The first range whose last >= uid, or done_count. */
+static unsigned int done_search(const struct trib_state_folder *folder,
+				uint64_t uid)
+{
+	unsigned int lo = 0, hi = folder->done_count;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+
+		if (folder->done[mid].last < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+bool trib_state_folder_is_done(const struct trib_state_folder *folder,
+			       uint32_t uid)
+{
+	unsigned int i;
+
+	if (uid <= folder->cursor)
+		return true;
+	i = done_search(folder, uid);
+	return i < folder->done_count && folder->done[i].first <= uid;
+}
+
+uint64_t trib_state_folder_done_above(const struct trib_state_folder *folder)
+{
+	uint64_t n = 0;
+
+	for (unsigned int i = 0; i < folder->done_count; i++)
+		n += (uint64_t)folder->done[i].last - folder->done[i].first + 1;
+	return n;
+}
+
+void trib_state_folder_mark_done(struct trib_state_folder *folder,
+				 uint32_t first, uint32_t last)
+{
+	unsigned int i, j;
+	uint32_t new_first = first, new_last = last;
+
+	if (first == 0)
+		first = new_first = 1;
+	if (last < first || last <= folder->cursor)
+		return;
+	if (first <= folder->cursor)
+		first = new_first = folder->cursor + 1;
+	folder->state->dirty = true;
+	/* Ranges i..j-1 touch or overlap first..last: merge them. */
+	i = done_search(folder, (uint64_t)first - 1);
+	for (j = i; j < folder->done_count &&
+		    folder->done[j].first <= (uint64_t)last + 1;
+	     j++) {
+		if (folder->done[j].first < new_first)
+			new_first = folder->done[j].first;
+		if (folder->done[j].last > new_last)
+			new_last = folder->done[j].last;
+	}
+	if (j == i) {
+		if (folder->done_count == folder->done_alloc) {
+			folder->done_alloc = folder->done_alloc == 0
+						     ? 16
+						     : folder->done_alloc * 2;
+			folder->done = trib_realloc(
+				folder->done,
+				folder->done_alloc * sizeof(*folder->done));
+		}
+		memmove(folder->done + i + 1, folder->done + i,
+			(folder->done_count - i) * sizeof(*folder->done));
+		folder->done_count++;
+	} else if (j > i + 1) {
+		memmove(folder->done + i + 1, folder->done + j,
+			(folder->done_count - j) * sizeof(*folder->done));
+		folder->done_count -= j - i - 1;
+	}
+	folder->done[i].first = new_first;
+	folder->done[i].last = new_last;
+	/* The cursor moves over a contiguous run only. */
+	if (folder->done[0].first == (uint64_t)folder->cursor + 1) {
+		folder->cursor = folder->done[0].last;
+		memmove(folder->done, folder->done + 1,
+			(folder->done_count - 1) * sizeof(*folder->done));
+		folder->done_count--;
+	}
+}
+
+void trib_state_folder_delivered(struct trib_state_folder *folder, uint32_t uid,
+				 const struct trib_state_key *key)
+{
+	if (uid == 0)
+		return;
+	if (key != NULL) {
+		if (folder->index.gen_count == 0) {
+			trib_state_index_add_gen(&folder->index,
+						 folder->uidvalidity,
+						 folder->index.count);
+		}
+		trib_state_index_add(&folder->index, key, uid);
+		folder->state->dirty = true;
+	}
+	trib_state_folder_mark_done(folder, uid, uid);
+}
+
+void trib_state_folder_skipped(struct trib_state_folder *folder, uint32_t first,
+			       uint32_t last)
+{
+	trib_state_folder_mark_done(folder, first, last);
+}
+
+/* One printable line of at most TRIB_STATE_REASON_MAX bytes, not cut
+ * inside a UTF-8 sequence. */
+static char *reason_clean(const char *reason)
+{
+	size_t len = strlen(reason);
+	char *clean;
+
+	while (len > 0 && (reason[len - 1] == '\n' || reason[len - 1] == '\r'))
+		len--;
+	if (len == 0)
+		return trib_strdup("(no reason given)");
+	if (len > TRIB_STATE_REASON_MAX) {
+		len = TRIB_STATE_REASON_MAX;
+		while (len > 0 && ((unsigned char)reason[len] & 0xc0) == 0x80)
+			len--;
+	}
+	clean = trib_strndup(reason, len);
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)clean[i] < 0x20 || clean[i] == 0x7f)
+			clean[i] = '?';
+	}
+	return clean;
+}
+
+void trib_state_folder_rejected(struct trib_state_folder *folder, uint32_t uid,
+				time_t when, const char *reason)
+{
+	struct trib_state_rejected *r = NULL;
+
+	if (uid == 0)
+		return;
+	for (unsigned int i = 0; i < folder->rejected_count; i++) {
+		if (folder->rejected[i].uid == uid &&
+		    folder->rejected[i].uidvalidity == folder->uidvalidity) {
+			r = &folder->rejected[i];
+			free((char *)r->reason);
+			break;
+		}
+	}
+	if (r == NULL) {
+		if (folder->rejected_count == folder->rejected_alloc) {
+			folder->rejected_alloc =
+				folder->rejected_alloc == 0
+					? 4
+					: folder->rejected_alloc * 2;
+			folder->rejected =
+				trib_realloc(folder->rejected,
+					     folder->rejected_alloc *
+						     sizeof(*folder->rejected));
+		}
+		r = &folder->rejected[folder->rejected_count++];
+	}
+	r->uidvalidity = folder->uidvalidity;
+	r->uid = uid;
+	r->time = (int64_t)when;
+	r->reason = reason_clean(reason);
+	folder->state->dirty = true;
+	trib_state_folder_mark_done(folder, uid, uid);
+}
+
+const struct trib_state_rejected *
+trib_state_folder_rejected_list(const struct trib_state_folder *folder,
+				unsigned int *count_r)
+{
+	*count_r = folder->rejected_count;
+	return folder->rejected;
+}
+
+uint64_t trib_state_folder_highestmodseq(const struct trib_state_folder *folder)
+{
+	return folder->highestmodseq;
+}
+
+void trib_state_folder_set_highestmodseq(struct trib_state_folder *folder,
+					 uint64_t modseq)
+{
+	if (folder->highestmodseq != modseq)
+		folder->state->dirty = true;
+	folder->highestmodseq = modseq;
+}
+
+uint32_t trib_state_folder_uidnext(const struct trib_state_folder *folder)
+{
+	return folder->uidnext;
+}
+
+void trib_state_folder_set_uidnext(struct trib_state_folder *folder,
+				   uint32_t uidnext)
+{
+	if (folder->uidnext != uidnext)
+		folder->state->dirty = true;
+	folder->uidnext = uidnext;
+}
+
+int trib_state_folder_lookup(struct trib_state_folder *folder,
+			     const struct trib_state_key *key,
+			     uint32_t *uidvalidity_r, uint32_t *uid_r,
+			     const char **error_r)
+{
+	int ret = trib_state_index_lookup(folder->state, &folder->index, key,
+					  uidvalidity_r, uid_r);
+
+	*error_r = ret < 0 ? folder->state->error : NULL;
+	return ret;
+}
+
+uint64_t trib_state_folder_key_count(const struct trib_state_folder *folder)
+{
+	return folder->index.count;
+}
+
+void trib_state_folder_compact(struct trib_state_folder *folder)
+{
+	folder->index.compact_requested = true;
+	folder->state->dirty = true;
+}
