@@ -32,5 +32,7 @@ char *cli_read_secret(const char *path, const char *prompt);
 int cmd_check(int argc, char **argv);
 int cmd_accounts(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);
+int cmd_sync(int argc, char **argv);
+int cmd_init(int argc, char **argv);
 
 #endif

@@ -28,6 +28,9 @@ static const struct command commands[] = {
 	  "list users' remote accounts as Dovecot's settings give them" },
 	{ "check-config", cmd_check_config,
 	  "check the settings; one line per problem, exit 78 if any" },
+	{ "init", cmd_init, "create the trace key if it is missing" },
+	{ "sync", cmd_sync,
+	  "one pass: new remote mail into the local mailbox over LMTP" },
 };
 
 void cli_error(const char *fmt, ...)

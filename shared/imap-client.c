@@ -475,6 +475,12 @@ trib_imap_client_capabilities(const struct trib_imap_client *client)
 	return client->caps != NULL ? (const char *const *)client->caps : none;
 }
 
+void trib_imap_client_set_reading(struct trib_imap_client *client, bool on)
+{
+	if (client->conn != NULL)
+		trib_conn_set_reading(client->conn, on);
+}
+
 bool trib_imap_client_is_tls(const struct trib_imap_client *client)
 {
 	return client->conn != NULL && trib_conn_is_tls(client->conn);

@@ -145,6 +145,11 @@ bool trib_imap_client_has_capability(const struct trib_imap_client *client,
 const char *const *
 trib_imap_client_capabilities(const struct trib_imap_client *client);
 
+/* Stop (false) or resume (true) reading from the server, e.g. while the
+ * consumer of streamed literals is full. What is already buffered is
+ * still handled. */
+void trib_imap_client_set_reading(struct trib_imap_client *client, bool on);
+
 bool trib_imap_client_is_tls(const struct trib_imap_client *client);
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384" or "" */
 const char *trib_imap_client_tls_description(struct trib_imap_client *client);

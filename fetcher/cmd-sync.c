@@ -1,0 +1,464 @@
+/* cmd-sync.c: `tributary sync` (one pass over a user's remote accounts,
+ * see sync.h) and `tributary init` (the trace key). */
+
+#include "cli.h"
+
+#include "account.h"
+#include "alloc.h"
+#include "doveconf.h"
+#include "loop.h"
+#include "state.h"
+#include "sync.h"
+#include "trace.h"
+#include "userdb.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct sync_run {
+	const char *user, *account, *config, *doveconf_bin, *socket;
+	bool json, verbose;
+	unsigned int lmtp_sessions;
+
+	struct doveconf conf;
+	struct trib_settings_layer global;
+	struct trib_global_settings globals;
+	struct trib_loop *loop;
+	struct trib_userdb_client *userdb;
+	struct trib_logger logger;
+
+	bool looked_up, found;
+	char *user_name;
+	char *lookup_error;
+	struct trib_account_list list;
+};
+
+static void lookup_done(int result, const struct trib_userdb_user *user,
+			const char *error, void *context)
+{
+	struct sync_run *run = context;
+	const char **kv;
+	struct trib_settings_pairs pairs;
+	struct trib_settings_layer layer;
+
+	run->looked_up = true;
+	trib_loop_break(run->loop);
+	if (result < 0) {
+		run->lookup_error = trib_strdup(error);
+		return;
+	}
+	if (result == 0)
+		return;
+	run->found = true;
+	run->user_name =
+		trib_strdup(user->name != NULL ? user->name : run->user);
+	kv = trib_calloc(user->count * 2 + 2, sizeof(char *));
+	for (unsigned int i = 0; i < user->count; i++) {
+		kv[i * 2] = user->fields[i].key;
+		kv[i * 2 + 1] = user->fields[i].value;
+	}
+	trib_settings_pairs_layer(&pairs, kv, &layer);
+	trib_account_list_load(run->user_name, &layer, &run->global,
+			       &run->globals, &run->list);
+	trib_settings_pairs_free(&pairs);
+	free(kv);
+}
+
+static int exit_code(enum sync_status status)
+{
+	switch (status) {
+	case SYNC_OK:
+		return CLI_EXIT_OK;
+	case SYNC_TEMP:
+		return CLI_EXIT_TEMPFAIL;
+	case SYNC_CONFIG:
+		return CLI_EXIT_CONFIG;
+	case SYNC_AUTH:
+		return CLI_EXIT_NOPERM;
+	}
+	return CLI_EXIT_SOFTWARE;
+}
+
+static enum sync_status worse(enum sync_status a, enum sync_status b)
+{
+	if (a == SYNC_AUTH || b == SYNC_AUTH)
+		return SYNC_AUTH;
+	if (a == SYNC_CONFIG || b == SYNC_CONFIG)
+		return SYNC_CONFIG;
+	if (a == SYNC_TEMP || b == SYNC_TEMP)
+		return SYNC_TEMP;
+	return SYNC_OK;
+}
+
+static void sync_usage(FILE *out)
+{
+	fprintf(out, "usage: tributary sync [-c CONFIG] -u USER [ACCOUNT] "
+		     "[--json]\n"
+		     "\n"
+		     "One pass: bring every new message of the user's remote "
+		     "accounts (or\nof ACCOUNT) into the local mailbox through "
+		     "LMTP.\n"
+		     "\n"
+		     "  -c, --config FILE       Dovecot's config (default: its "
+		     "own)\n"
+		     "  -u, --user USER         the local user\n"
+		     "      --json              a JSON summary\n"
+		     "      --lmtp-sessions N   LMTP sessions side by side "
+		     "(default 4)\n"
+		     "      --userdb-socket P   default "
+		     "<base_dir>/tributary-userdb\n"
+		     "      --doveconf PATH     the doveconf binary\n"
+		     "  -v, --verbose           log the details\n"
+		     "\nExit: 0 all done, 75 something deferred (run again), "
+		     "77 refused\n(credentials, TLS), 78 configuration.\n");
+}
+
+static int sync_parse_args(struct sync_run *run, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "lmtp-sessions", required_argument, NULL, 'n' },
+		{ "userdb-socket", required_argument, NULL, 's' },
+		{ "doveconf", required_argument, NULL, 'd' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char *end;
+	unsigned long n;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:u:v", options, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			run->config = optarg;
+			break;
+		case 'u':
+			run->user = optarg;
+			break;
+		case 'j':
+			run->json = true;
+			break;
+		case 'n':
+			errno = 0;
+			n = strtoul(optarg, &end, 10);
+			if (errno != 0 || *end != '\0' || n < 1 || n > 64) {
+				cli_error("--lmtp-sessions: '%s' is not a "
+					  "number from 1 to 64",
+					  optarg);
+				return -1;
+			}
+			run->lmtp_sessions = (unsigned int)n;
+			break;
+		case 's':
+			run->socket = optarg;
+			break;
+		case 'd':
+			run->doveconf_bin = optarg;
+			break;
+		case 'v':
+			run->verbose = true;
+			break;
+		case 'h':
+			sync_usage(stdout);
+			return 1;
+		default:
+			goto bad;
+		}
+	}
+	if (optind < argc)
+		run->account = argv[optind++];
+	if (optind != argc || run->user == NULL)
+		goto bad;
+	return 0;
+bad:
+	sync_usage(stderr);
+	return -1;
+}
+
+static void sync_run_free(struct sync_run *run)
+{
+	trib_account_list_free(&run->list);
+	free(run->user_name);
+	free(run->lookup_error);
+	trib_userdb_client_destroy(&run->userdb);
+	trib_loop_destroy(&run->loop);
+	trib_global_settings_free(&run->globals);
+	doveconf_free(&run->conf);
+}
+
+static json_object *strs_json(char *const *items, unsigned int count)
+{
+	json_object *arr = json_object_new_array();
+
+	for (unsigned int i = 0; i < count; i++)
+		json_object_array_add(arr, json_object_new_string(items[i]));
+	return arr;
+}
+
+static json_object *result_json(const char *account,
+				const struct sync_result *r)
+{
+	json_object *obj = json_object_new_object();
+
+	json_object_object_add(obj, "account", json_object_new_string(account));
+	json_object_object_add(obj, "new", json_object_new_int64(r->new_count));
+	json_object_object_add(obj, "delivered",
+			       json_object_new_int64(r->delivered));
+	json_object_object_add(obj, "rejected",
+			       json_object_new_int64(r->rejected));
+	json_object_object_add(obj, "deferred",
+			       json_object_new_int64(r->deferred));
+	json_object_object_add(obj, "remapped",
+			       json_object_new_int64(r->remapped));
+	json_object_object_add(obj, "errors",
+			       strs_json(r->errors, r->error_count));
+	return obj;
+}
+
+/* Load the globals from doveconf; -1 with the error printed. */
+static int load_globals(const char *doveconf_bin, const char *config,
+			struct doveconf *conf,
+			struct trib_settings_layer *layer,
+			struct trib_global_settings *globals)
+{
+	char *err = NULL;
+
+	if (doveconf_load(doveconf_bin, config, conf, &err) < 0) {
+		cli_error("%s", err);
+		free(err);
+		return -1;
+	}
+	doveconf_layer(conf, layer);
+	trib_global_settings_load(layer, conf->base_dir, globals);
+	for (unsigned int i = 0; i < globals->error_count; i++)
+		cli_error("%s", globals->errors[i]);
+	return globals->error_count > 0 ? -1 : 0;
+}
+
+static int sync_accounts(struct sync_run *run, struct trib_state *state,
+			 const struct trib_trace_keys *keys,
+			 json_object *jaccounts, enum sync_status *status)
+{
+	struct sync_settings set;
+	struct sync_result result;
+	unsigned int matched = 0;
+
+	memset(&set, 0, sizeof(set));
+	set.user = run->user_name;
+	set.lmtp = run->globals.lmtp;
+	set.lmtp_sessions = run->lmtp_sessions;
+	set.state = state;
+	set.keys = keys;
+	set.logger = &run->logger;
+
+	for (unsigned int i = 0; i < run->list.count; i++) {
+		const struct trib_account *a = run->list.accounts[i];
+
+		if (run->account != NULL && strcmp(a->name, run->account) != 0)
+			continue;
+		matched++;
+		sync_account(run->loop, &set, a, &result);
+		if (!run->json && !result.skipped) {
+			printf("%s/%s: %u new, %u delivered, %u rejected, "
+			       "%u deferred",
+			       run->user_name, a->name, result.new_count,
+			       result.delivered, result.rejected,
+			       result.deferred);
+			if (result.remapped > 0)
+				printf(", %u re-mapped", result.remapped);
+			printf("\n");
+			fflush(stdout);
+		} else {
+			json_object_array_add(jaccounts,
+					      result_json(a->name, &result));
+		}
+		for (unsigned int j = 0; j < result.error_count; j++)
+			cli_error("%s", result.errors[j]);
+		*status = worse(*status, result.status);
+		if (result.state_failed) {
+			sync_result_free(&result);
+			return -1;
+		}
+		sync_result_free(&result);
+	}
+	if (run->account != NULL && matched == 0) {
+		cli_error("%s/%s: no such account (tributary accounts -u %s "
+			  "lists them)",
+			  run->user_name, run->account, run->user_name);
+		*status = worse(*status, SYNC_CONFIG);
+	}
+	return 0;
+}
+
+int cmd_sync(int argc, char **argv)
+{
+	struct sync_run run;
+	struct trib_trace_keys *keys = NULL;
+	struct trib_state *state = NULL;
+	enum sync_status status = SYNC_OK;
+	json_object *root = NULL, *jaccounts = NULL;
+	const char *error;
+	char *socket_path;
+	int ret;
+
+	memset(&run, 0, sizeof(run));
+	ret = sync_parse_args(&run, argc, argv);
+	if (ret != 0)
+		return ret > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+	if (load_globals(run.doveconf_bin, run.config, &run.conf, &run.global,
+			 &run.globals) < 0) {
+		sync_run_free(&run);
+		return CLI_EXIT_CONFIG;
+	}
+	run.loop = trib_loop_create(&error);
+	if (run.loop == NULL) {
+		cli_error("%s", error);
+		sync_run_free(&run);
+		return CLI_EXIT_SOFTWARE;
+	}
+	cli_logger_init(&run.logger, run.verbose);
+	socket_path = run.socket != NULL
+			      ? trib_strdup(run.socket)
+			      : trib_strdup_printf("%s/tributary-userdb",
+						   run.conf.base_dir);
+	run.userdb = trib_userdb_client_create(run.loop, socket_path, 30,
+					       &run.logger);
+	free(socket_path);
+	trib_userdb_lookup(run.userdb, run.user, lookup_done, &run);
+	while (!run.looked_up)
+		trib_loop_run(run.loop);
+	if (run.lookup_error != NULL) {
+		cli_error("%s", run.lookup_error);
+		sync_run_free(&run);
+		return CLI_EXIT_TEMPFAIL;
+	}
+	if (!run.found) {
+		cli_error("%s: user not found in the userdb", run.user);
+		sync_run_free(&run);
+		return CLI_EXIT_CONFIG;
+	}
+	for (unsigned int i = 0; i < run.list.error_count; i++) {
+		cli_error("%s", run.list.errors[i]);
+		status = SYNC_CONFIG;
+	}
+
+	if (trib_trace_keys_load(run.globals.trace_key_file, &keys, &error) <
+	    0) {
+		cli_error("%s (run `tributary init` first)", error);
+		sync_run_free(&run);
+		return CLI_EXIT_CONFIG;
+	}
+	if (trib_state_open(run.globals.state_dir, run.user_name, &state,
+			    &error) < 0) {
+		cli_error("%s: %s", run.user_name, error);
+		trib_trace_keys_destroy(&keys);
+		sync_run_free(&run);
+		return CLI_EXIT_TEMPFAIL;
+	}
+	if (run.json) {
+		root = json_object_new_object();
+		jaccounts = json_object_new_array();
+	}
+	if (sync_accounts(&run, state, keys, jaccounts, &status) < 0)
+		status = worse(status, SYNC_TEMP);
+	trib_state_close(&state);
+	trib_trace_keys_destroy(&keys);
+	if (run.json) {
+		json_object_object_add(root, "user",
+				       json_object_new_string(run.user_name));
+		json_object_object_add(root, "accounts", jaccounts);
+		json_object_object_add(root, "exit",
+				       json_object_new_int(exit_code(status)));
+		printf("%s\n", json_object_to_json_string_ext(
+				       root, JSON_C_TO_STRING_PRETTY |
+						     JSON_C_TO_STRING_SPACED));
+		json_object_put(root);
+	}
+	sync_run_free(&run);
+	return exit_code(status);
+}
+
+/* ---- init ---- */
+
+int cmd_init(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "doveconf", required_argument, NULL, 'd' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config = NULL, *doveconf_bin = NULL, *error;
+	struct doveconf conf;
+	struct trib_settings_layer layer;
+	struct trib_global_settings globals;
+	struct group *grp;
+	struct stat st;
+	gid_t gid = (gid_t)-1;
+	int c, ret = CLI_EXIT_OK;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:", options, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'd':
+			doveconf_bin = optarg;
+			break;
+		case 'h':
+			printf("usage: tributary init [-c CONFIG]\n\nCreate "
+			       "the trace key (tributary_trace_key_file) if "
+			       "it is missing.\n");
+			return CLI_EXIT_OK;
+		default:
+			fprintf(stderr, "usage: tributary init [-c CONFIG]\n");
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "usage: tributary init [-c CONFIG]\n");
+		return CLI_EXIT_USAGE;
+	}
+	memset(&conf, 0, sizeof(conf));
+	memset(&globals, 0, sizeof(globals));
+	if (load_globals(doveconf_bin, config, &conf, &layer, &globals) < 0) {
+		trib_global_settings_free(&globals);
+		doveconf_free(&conf);
+		return CLI_EXIT_CONFIG;
+	}
+	if (lstat(globals.trace_key_file, &st) == 0) {
+		printf("trace key %s: exists already, left as it is\n",
+		       globals.trace_key_file);
+	} else {
+		grp = getgrnam("tributary-trace");
+		if (grp != NULL)
+			gid = grp->gr_gid;
+		if (trib_trace_key_generate(globals.trace_key_file, NULL, gid,
+					    &error) < 0) {
+			cli_error("%s", error);
+			ret = CLI_EXIT_CONFIG;
+		} else {
+			printf("trace key %s: created (mode 0640%s%s)\n",
+			       globals.trace_key_file,
+			       grp != NULL ? ", group " : "",
+			       grp != NULL ? "tributary-trace" : "");
+		}
+	}
+	printf("vault key %s: not made yet (it comes with `tributary "
+	       "authorize`, for OAuth)\n",
+	       globals.vault_key_file);
+	trib_global_settings_free(&globals);
+	doveconf_free(&conf);
+	return ret;
+}

@@ -1,0 +1,65 @@
+#ifndef SYNC_H
+#define SYNC_H
+
+/* sync.h: one pass over one remote account: connect, authenticate, and
+ * for each configured folder bring every new message into the local
+ * user's mailbox through LMTP, behind its signed trace header, recording
+ * what LMTP answered in the user's state.
+ *
+ * Borrows: the loop, the state (open, locked), the trace keys, the
+ * account and the logger. Owns: the result's strings. */
+
+#include "account.h"
+#include "log.h"
+
+#include <stdbool.h>
+
+struct trib_loop;
+struct trib_state;
+struct trib_trace_keys;
+
+struct sync_settings {
+	/* The local user: LMTP recipient and trace recipient. */
+	const char *user;
+	/* "unix:/path" or "host:port" */
+	const char *lmtp;
+	unsigned int lmtp_sessions; /* 0 = 4 */
+	struct trib_state *state;
+	const struct trib_trace_keys *keys;
+	const struct trib_logger *logger;
+};
+
+enum sync_status {
+	SYNC_OK,
+	SYNC_TEMP,   /* something deferred or failed for now: retry */
+	SYNC_CONFIG, /* a configuration problem (a folder pattern ...) */
+	SYNC_AUTH,   /* credentials or TLS refused */
+};
+
+struct sync_result {
+	unsigned int new_count;
+	unsigned int delivered;
+	unsigned int rejected;
+	unsigned int deferred;
+	unsigned int remapped;
+	/* One line each, naming user, account and cause. */
+	char **errors;
+	unsigned int error_count;
+	enum sync_status status;
+	/* Never connected (a configuration problem): no counts to show. */
+	bool skipped;
+	/* The state could not be committed: stop the whole run. */
+	bool state_failed;
+};
+
+/* One pass; fills *result_r (free with sync_result_free()). */
+void sync_account(struct trib_loop *loop, const struct sync_settings *set,
+		  const struct trib_account *account,
+		  struct sync_result *result_r);
+void sync_result_free(struct sync_result *result);
+/* Add an error line (printf-style) and raise the status to at least
+ * status (AUTH > CONFIG > TEMP > OK). */
+void sync_result_error(struct sync_result *result, enum sync_status status,
+		       const char *fmt, ...) TRIB_ATTR_PRINTF(3, 4);
+
+#endif
