@@ -3,8 +3,10 @@
 # build, start a private "cloud" IMAP server (a real Dovecot with an OAuth
 # 2.0 stand-in, on 127.0.0.0/8, in a temp dir) and a local Dovecot with
 # the Tributary drop-in; let `tributary check` log in with XOAUTH2 and list
-# the remote mailbox, and `tributary accounts` show the local users'
-# accounts. Everything it starts is stopped by PID when it ends.
+# the remote mailbox, `tributary accounts` show the local users' accounts,
+# and `tributary sync` bring the remote mail into the local mailbox over
+# LMTP, twice (the second run delivers nothing). Everything it starts is
+# stopped by PID when it ends.
 set -e
 top=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -36,6 +38,21 @@ demo() {
 	echo "== user sees them (doveconf + the tributary-userdb listener)"
 	runuser -u tributary -- "$top/build/fetcher/tributary" accounts \
 		-c "$TRIB_TEST_LOCAL_CONF" -A
+	echo
+	echo "== tributary sync: alice's remote INBOX into her local Dovecot over"
+	echo "== LMTP (Sieve runs), each message behind a signed trace header"
+	"$top/build/fetcher/tributary" init -c "$TRIB_TEST_LOCAL_CONF"
+	"${PYTHON3:-python3}" "$top/tests/harness/harness.py" seed \
+		"$TRIB_TEST_DIR" --user "$TRIB_TEST_USER" --mailbox INBOX \
+		--count 200 >/dev/null
+	"$top/build/fetcher/tributary" sync -c "$TRIB_TEST_LOCAL_CONF" \
+		-u alice home || true
+	echo "local maildir of alice now holds" \
+		"$(find "$TRIB_TEST_DIR/local/home/alice/Maildir" -path '*/new/*' \
+			-type f | wc -l) new messages"
+	echo "== run again: nothing new, nothing duplicated"
+	"$top/build/fetcher/tributary" sync -c "$TRIB_TEST_LOCAL_CONF" \
+		-u alice home || true
 	echo
 	echo "== a server whose certificate has expired is refused before login"
 	"$top/build/fetcher/tributary" check \
