@@ -729,7 +729,9 @@ static void meta_done(const struct trib_imap_reply *reply, void *context)
 		maybe_folder_done(s);
 		return;
 	}
-	qsort(s->msgs, s->msg_count, sizeof(*s->msgs), msg_cmp);
+	/* qsort() must not get NULL, even for zero elements (C11 7.22.5) */
+	if (s->msg_count > 1)
+		qsort(s->msgs, s->msg_count, sizeof(*s->msgs), msg_cmp);
 	/* the same UID twice (it cannot be, but never deliver it twice) */
 	for (unsigned int i = 1; i < s->msg_count; i++) {
 		if (s->msgs[i].uid == s->msgs[i - 1].uid)
