@@ -428,7 +428,11 @@ static void lmtp_reply(const struct trib_lmtp_reply *reply, void *context)
 				  s->folder_name, msg->uid, reply->error);
 	} else {
 		msg->outcome = MSG_DEFERRED;
-		if (!s->lmtp_error_shown) {
+		/* TRIB_ERR_CANCELED: we aborted it ourselves (abort_current,
+		 * the IMAP side failed mid-message) and that failure is
+		 * already reported where it happened: one fault, one line. */
+		if (!s->lmtp_error_shown &&
+		    reply->error_class != TRIB_ERR_CANCELED) {
 			s->lmtp_error_shown = true;
 			sync_result_error(s->result, SYNC_TEMP,
 					  "%s: %s UID %u deferred: %s", s->name,
