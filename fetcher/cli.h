@@ -29,6 +29,21 @@ void cli_logger_init(struct trib_logger *logger, bool verbose);
  * trib_secret_free(). */
 char *cli_read_secret(const char *path, const char *prompt);
 
+struct trib_userdb_user;
+struct trib_settings_layer;
+struct trib_global_settings;
+struct trib_account_list;
+struct json_object;
+
+/* The accounts of a userdb reply (user's fields over the globals). */
+void cli_accounts_from_userdb(const struct trib_userdb_user *user,
+			      const char *name,
+			      const struct trib_settings_layer *global,
+			      const struct trib_global_settings *globals,
+			      struct trib_account_list *list_r);
+/* A JSON array of the strings. */
+struct json_object *cli_json_strings(char *const *items, unsigned int count);
+
 int cmd_check(int argc, char **argv);
 int cmd_accounts(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);

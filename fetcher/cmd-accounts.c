@@ -42,24 +42,6 @@ struct run {
 
 /* ---- a userdb reply as a settings layer ---- */
 
-static void load_user(struct run *run, struct user_result *res,
-		      const struct trib_userdb_user *user)
-{
-	const char **kv = trib_calloc(user->count * 2 + 2, sizeof(char *));
-	struct trib_settings_pairs pairs;
-	struct trib_settings_layer layer;
-
-	for (unsigned int i = 0; i < user->count; i++) {
-		kv[i * 2] = user->fields[i].key;
-		kv[i * 2 + 1] = user->fields[i].value;
-	}
-	trib_settings_pairs_layer(&pairs, kv, &layer);
-	trib_account_list_load(res->name, &layer, &run->global, &run->globals,
-			       &res->list);
-	trib_settings_pairs_free(&pairs);
-	free(kv);
-}
-
 static void lookup_done(int result, const struct trib_userdb_user *user,
 			const char *error, void *context);
 
@@ -101,7 +83,8 @@ static void lookup_done(int result, const struct trib_userdb_user *user,
 			run->fatal = trib_strdup(error);
 	} else if (result > 0) {
 		res->found = true;
-		load_user(run, res, user);
+		cli_accounts_from_userdb(user, res->name, &run->global,
+					 &run->globals, &res->list);
 	}
 	maybe_done(run);
 }
@@ -193,15 +176,6 @@ static void print_text(struct run *run)
 	}
 }
 
-static json_object *strs_json(char *const *items, unsigned int count)
-{
-	json_object *arr = json_object_new_array();
-
-	for (unsigned int i = 0; i < count; i++)
-		json_object_array_add(arr, json_object_new_string(items[i]));
-	return arr;
-}
-
 static void add_str(json_object *obj, const char *key, const char *value)
 {
 	json_object_object_add(
@@ -224,9 +198,10 @@ static json_object *account_json(const struct trib_account *a)
 	add_str(obj, "ca_file", a->ca_file);
 	add_str(obj, "auth", trib_auth_method_name(a->auth));
 	add_str(obj, "password_file", a->password_file);
-	json_object_object_add(obj, "sasl", strs_json(a->sasl, a->sasl_count));
+	json_object_object_add(obj, "sasl",
+			       cli_json_strings(a->sasl, a->sasl_count));
 	json_object_object_add(obj, "folders",
-			       strs_json(a->folders, a->folder_count));
+			       cli_json_strings(a->folders, a->folder_count));
 	add_str(obj, "deliver", deliver_str(a, buf, sizeof(buf)));
 	add_str(obj, "remote", a->delete_remote ? "delete" : "keep");
 	json_object_object_add(obj, "poll_interval",
@@ -256,9 +231,9 @@ static void print_json(struct run *run)
 	json_object *root = json_object_new_object();
 	json_object *users = json_object_new_array();
 
-	json_object_object_add(
-		root, "errors",
-		strs_json(run->globals.errors, run->globals.error_count));
+	json_object_object_add(root, "errors",
+			       cli_json_strings(run->globals.errors,
+						run->globals.error_count));
 	for (unsigned int i = 0; i < run->user_count; i++) {
 		struct user_result *u = &run->users[i];
 		json_object *ju = json_object_new_object();
@@ -273,7 +248,7 @@ static void print_json(struct run *run)
 		json_object_object_add(ju, "accounts", accts);
 		json_object_object_add(
 			ju, "errors",
-			strs_json(u->list.errors, u->list.error_count));
+			cli_json_strings(u->list.errors, u->list.error_count));
 		json_object_array_add(users, ju);
 	}
 	json_object_object_add(root, "users", users);

@@ -43,9 +43,6 @@ static void lookup_done(int result, const struct trib_userdb_user *user,
 			const char *error, void *context)
 {
 	struct sync_run *run = context;
-	const char **kv;
-	struct trib_settings_pairs pairs;
-	struct trib_settings_layer layer;
 
 	run->looked_up = true;
 	trib_loop_break(run->loop);
@@ -58,16 +55,8 @@ static void lookup_done(int result, const struct trib_userdb_user *user,
 	run->found = true;
 	run->user_name =
 		trib_strdup(user->name != NULL ? user->name : run->user);
-	kv = trib_calloc(user->count * 2 + 2, sizeof(char *));
-	for (unsigned int i = 0; i < user->count; i++) {
-		kv[i * 2] = user->fields[i].key;
-		kv[i * 2 + 1] = user->fields[i].value;
-	}
-	trib_settings_pairs_layer(&pairs, kv, &layer);
-	trib_account_list_load(run->user_name, &layer, &run->global,
-			       &run->globals, &run->list);
-	trib_settings_pairs_free(&pairs);
-	free(kv);
+	cli_accounts_from_userdb(user, run->user_name, &run->global,
+				 &run->globals, &run->list);
 }
 
 static int exit_code(enum sync_status status)
@@ -196,15 +185,6 @@ static void sync_run_free(struct sync_run *run)
 	doveconf_free(&run->conf);
 }
 
-static json_object *strs_json(char *const *items, unsigned int count)
-{
-	json_object *arr = json_object_new_array();
-
-	for (unsigned int i = 0; i < count; i++)
-		json_object_array_add(arr, json_object_new_string(items[i]));
-	return arr;
-}
-
 static json_object *result_json(const char *account,
 				const struct sync_result *r)
 {
@@ -221,7 +201,7 @@ static json_object *result_json(const char *account,
 	json_object_object_add(obj, "remapped",
 			       json_object_new_int64(r->remapped));
 	json_object_object_add(obj, "errors",
-			       strs_json(r->errors, r->error_count));
+			       cli_json_strings(r->errors, r->error_count));
 	return obj;
 }
 
