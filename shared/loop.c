@@ -41,11 +41,26 @@ struct trib_loop *trib_loop_create(const char **error_r)
 	return loop;
 }
 
+/* Run what is already active (no waiting): a bufferevent freed while one
+ * of its deferred callbacks was queued keeps a reference until that
+ * callback has run, and event_base_free() drops queued callbacks without
+ * running them, so without this the bufferevent would never be freed. */
+static void loop_drain(struct event_base *base)
+{
+	for (int i = 0; i < 16; i++) {
+		if (event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) == 0)
+			break;
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+}
+
 void trib_loop_destroy(struct trib_loop **loop)
 {
 	if (*loop == NULL)
 		return;
+	loop_drain((*loop)->base);
 	evdns_base_free((*loop)->dns, 0);
+	loop_drain((*loop)->base);
 	event_base_free((*loop)->base);
 	free(*loop);
 	*loop = NULL;
