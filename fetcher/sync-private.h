@@ -1,0 +1,121 @@
+#ifndef SYNC_PRIVATE_H
+#define SYNC_PRIVATE_H
+
+/* sync-private.h: what the three parts of one account's pass share.
+ *
+ *   sync.c          the pass: connect, authenticate, the folders one by
+ *                   one, the state commits, the result
+ *   sync-fetch.c    the metadata pass over the new UIDs of a folder and
+ *                   the UIDVALIDITY re-map
+ *   sync-deliver.c  the bodies, streamed from IMAP into the LMTP
+ *                   sessions behind their trace headers, and LMTP's
+ *                   answers
+ *
+ * struct sync is the pass; struct sync_msg one new message of the
+ * current folder (owned by sync->msgs, freed by sync_msgs_clear()). */
+
+#include "sync.h"
+
+#include "imap-commands.h"
+#include "lmtp-client.h"
+#include "state.h"
+
+#include <stdint.h>
+
+#define SYNC_WINDOW 100
+#define SYNC_COMMIT_EVERY 100
+#define SYNC_HEADER_MAX 8192
+#define SYNC_DEFAULT_SESSIONS 4
+
+enum msg_outcome {
+	MSG_PENDING,   /* not sent yet */
+	MSG_SENT,      /* handed to LMTP, no answer yet */
+	MSG_DELIVERED, /* 250 */
+	MSG_REJECTED,  /* 5xx */
+	MSG_DEFERRED,  /* 4xx, or not delivered */
+	MSG_REMAPPED,  /* found in the index after a UIDVALIDITY change */
+};
+
+struct sync;
+
+struct sync_msg {
+	struct sync *sync;
+	uint32_t seq, uid;
+	uint64_t size;
+	struct trib_state_key key;
+	char **flags;
+	unsigned int flag_count;
+	enum msg_outcome outcome;
+};
+
+struct sync {
+	struct trib_loop *loop;
+	const struct sync_settings *set;
+	const struct trib_account *account;
+	struct sync_result *result;
+	char *name;	 /* user/account */
+	char *recipient; /* user or user+Folder */
+
+	struct trib_imap_client *imap;
+	struct trib_lmtp_client **lmtp;
+	unsigned int lmtp_count;
+	bool reading_paused;
+
+	unsigned int folder_idx;
+	const char *folder_name;
+	struct trib_state_folder *folder;
+	uint32_t uidvalidity;
+	bool uidvalidity_changed;
+
+	struct sync_msg *msgs;
+	unsigned int msg_count, msg_alloc;
+	unsigned int next_window; /* index into msgs */
+
+	/* metadata pass: the header literal of the current FETCH */
+	char header[SYNC_HEADER_MAX + 1];
+	size_t header_len;
+	bool header_seen;
+
+	/* body pass: the literal being streamed */
+	struct sync_msg *cur;
+	struct trib_lmtp_message *cur_lmtp;
+	unsigned int lmtp_rr;
+
+	unsigned int pending; /* LMTP answers outstanding */
+	unsigned int since_commit;
+	bool fetch_running;
+	bool folder_failed;  /* stop this folder: wait for pending, then next */
+	bool account_failed; /* stop the account */
+	bool lmtp_error_shown;
+	char *lmtp_error; /* why the last LMTP session closed */
+	bool done;
+};
+
+/* sync.c */
+const char *sync_reply_error(const struct sync *s,
+			     const struct trib_imap_reply *reply);
+/* Save the state now; a failure stops the account. */
+void sync_commit(struct sync *s);
+/* Called whenever something finished: the next window, or the next
+ * folder when nothing is left in flight. */
+void sync_maybe_folder_done(struct sync *s);
+/* Record the failure of a command and stop the folder (and the account,
+ * unless the server refused just this folder). */
+void sync_fail_folder(struct sync *s, enum sync_status status, const char *what,
+		      const struct trib_imap_reply *reply);
+
+/* sync-fetch.c */
+/* UID FETCH the metadata of every UID above the folder's cursor. */
+void sync_fetch_metadata(struct sync *s);
+void sync_msgs_clear(struct sync *s);
+struct sync_msg *sync_msg_find_uid(struct sync *s, uint32_t uid);
+struct sync_msg *sync_msg_find_seq(struct sync *s, uint32_t seq);
+
+/* sync-deliver.c */
+extern const struct trib_lmtp_client_handlers sync_lmtp_handlers;
+/* UID FETCH the bodies of the next window of pending messages. */
+void sync_body_window(struct sync *s);
+/* Abort the message being streamed into LMTP (it stays undelivered). */
+void sync_abort_current(struct sync *s, const char *reason);
+
+#endif
