@@ -7,6 +7,7 @@
 #include "sync-private.h"
 
 #include "alloc.h"
+#include "crash.h"
 #include "log.h"
 #include "trace.h"
 
@@ -105,10 +106,13 @@ static void lmtp_reply(const struct trib_lmtp_reply *reply, void *context)
 
 	s->pending--;
 	if (reply->error_class == TRIB_OK) {
+		TRIB_CRASH_POINT("sync-lmtp-250");
 		msg->outcome = MSG_DELIVERED;
 		s->result->delivered++;
 		trib_state_folder_delivered(s->folder, msg->uid, &msg->key);
+		TRIB_CRASH_POINT("sync-lmtp-recorded");
 	} else if (reply->error_class == TRIB_ERR_PERM) {
+		TRIB_CRASH_POINT("sync-lmtp-5xx");
 		msg->outcome = MSG_REJECTED;
 		s->result->rejected++;
 		trib_state_folder_rejected(s->folder, msg->uid, time(NULL),
@@ -213,6 +217,7 @@ static void body_begin(const struct trib_imap_literal *lit, void *context)
 	trib_lmtp_message_write(s->cur_lmtp, buf);
 	evbuffer_free(buf);
 	free(line);
+	TRIB_CRASH_POINT("sync-body-begin");
 }
 
 static void body_data(struct evbuffer *data, void *context)
@@ -222,6 +227,7 @@ static void body_data(struct evbuffer *data, void *context)
 	if (s->cur_lmtp == NULL)
 		return;
 	trib_lmtp_message_write(s->cur_lmtp, data);
+	TRIB_CRASH_POINT("sync-body-data");
 	check_backpressure(s);
 }
 
@@ -232,6 +238,7 @@ static void body_end(void *context)
 	if (s->cur_lmtp != NULL)
 		trib_lmtp_message_finish(&s->cur_lmtp);
 	s->cur = NULL;
+	TRIB_CRASH_POINT("sync-body-end");
 	check_backpressure(s);
 }
 
@@ -286,6 +293,7 @@ void sync_body_window(struct sync *s)
 	evbuffer_remove(set, str, len);
 	str[len] = '\0';
 	evbuffer_free(set);
+	TRIB_CRASH_POINT("sync-body-window");
 	s->fetch_running = true;
 	trib_imap_uid_fetch(s->imap, str, "UID BODY.PEEK[]", &body_handler, s);
 	free(str);

@@ -6,6 +6,7 @@
 #include "sync-private.h"
 
 #include "alloc.h"
+#include "crash.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -224,6 +225,7 @@ static void meta_message(const struct trib_imap_fetch_msg *fm, void *context)
 		}
 		qsort(msg->flags, msg->flag_count, sizeof(char *), flag_cmp);
 	}
+	TRIB_CRASH_POINT("sync-meta-message");
 }
 
 static void remap(struct sync *s)
@@ -254,6 +256,7 @@ static void remap(struct sync *s)
 		trib_state_folder_delivered(s->folder, msg->uid, &msg->key);
 		msg->outcome = MSG_REMAPPED;
 		s->result->remapped++;
+		TRIB_CRASH_POINT("sync-remapped");
 	}
 }
 
@@ -279,6 +282,7 @@ static void meta_done(const struct trib_imap_reply *reply, void *context)
 	s->result->new_count += s->msg_count;
 	if (s->uidvalidity_changed)
 		remap(s);
+	TRIB_CRASH_POINT("sync-meta-done");
 	sync_maybe_folder_done(s);
 }
 

@@ -11,6 +11,7 @@
 
 #include "alloc.h"
 #include "cli.h"
+#include "crash.h"
 #include "log.h"
 #include "loop.h"
 
@@ -77,6 +78,7 @@ void sync_commit(struct sync *s)
 	s->since_commit = 0;
 	if (s->result->state_failed)
 		return;
+	TRIB_CRASH_POINT("sync-before-commit");
 	if (trib_state_commit(s->set->state, &error) < 0) {
 		sync_result_error(s->result, SYNC_TEMP,
 				  "%s: cannot save the state, stopping: %s",
@@ -84,7 +86,9 @@ void sync_commit(struct sync *s)
 		s->result->state_failed = true;
 		s->folder_failed = true;
 		s->account_failed = true;
+		return;
 	}
+	TRIB_CRASH_POINT("sync-after-commit");
 }
 
 static void folder_finish(struct sync *s)
@@ -100,6 +104,7 @@ static void folder_finish(struct sync *s)
 	if (deferred > 0 && s->result->status == SYNC_OK)
 		s->result->status = SYNC_TEMP;
 	sync_commit(s);
+	TRIB_CRASH_POINT("sync-folder-done");
 	sync_msgs_clear(s);
 	s->folder = NULL;
 	s->folder_failed = false;
@@ -161,6 +166,7 @@ static void select_done(const struct trib_imap_reply *reply,
 			 "%s: %s: UIDVALIDITY changed to %u: re-mapping "
 			 "through the dedupe index",
 			 s->name, s->folder_name, info->uidvalidity);
+	TRIB_CRASH_POINT("sync-after-examine");
 	if (info->exists == 0) {
 		sync_maybe_folder_done(s);
 		return;
@@ -241,6 +247,7 @@ static void auth_done(const struct trib_imap_reply *reply, void *context)
 		account_finish(s);
 		return;
 	}
+	TRIB_CRASH_POINT("sync-after-login");
 	next_folder(s);
 }
 
