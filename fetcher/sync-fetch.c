@@ -183,6 +183,8 @@ static void meta_message(const struct trib_imap_fetch_msg *fm, void *context)
 	bool seen = s->header_seen;
 
 	s->header_seen = false;
+	if (fm->uid == 0)
+		s->meta_uidless++;
 	if (fm->uid == 0 || fm->uid <= trib_state_folder_cursor(s->folder) ||
 	    trib_state_folder_is_done(s->folder, fm->uid))
 		return;
@@ -260,6 +262,32 @@ static void remap(struct sync *s)
 	}
 }
 
+/* UIDs above the cursor and below EXAMINE's UIDNEXT that the metadata
+ * pass did not return do not exist any more (RFC 3501 2.3.1.1: UIDs are
+ * given in ascending order, and every message below UIDNEXT existed when
+ * the folder was examined): mark them done so that the cursor can move
+ * past them. Without this an expunged message would hold the cursor
+ * down, and every later pass would fetch the metadata from there on. */
+static void skip_gaps(struct sync *s)
+{
+	uint32_t next = trib_state_folder_cursor(s->folder) + 1;
+
+	if (s->uidnext == 0 || s->meta_uidless > 0)
+		return;
+	for (unsigned int i = 0; i < s->msg_count && next < s->uidnext; i++) {
+		uint32_t uid = s->msgs[i].uid;
+
+		if (uid > next)
+			trib_state_folder_skipped(
+				s->folder, next,
+				uid < s->uidnext ? uid - 1 : s->uidnext - 1);
+		if (uid >= next)
+			next = uid + 1;
+	}
+	if (next < s->uidnext)
+		trib_state_folder_skipped(s->folder, next, s->uidnext - 1);
+}
+
 static void meta_done(const struct trib_imap_reply *reply, void *context)
 {
 	struct sync *s = context;
@@ -280,6 +308,7 @@ static void meta_done(const struct trib_imap_reply *reply, void *context)
 			s->msgs[i].outcome = MSG_REMAPPED;
 	}
 	s->result->new_count += s->msg_count;
+	skip_gaps(s);
 	if (s->uidvalidity_changed)
 		remap(s);
 	TRIB_CRASH_POINT("sync-meta-done");

@@ -66,6 +66,12 @@ struct sync {
 	struct trib_state_folder *folder;
 	uint32_t uidvalidity;
 	bool uidvalidity_changed;
+	/* UIDNEXT and HIGHESTMODSEQ from EXAMINE (0: not sent) */
+	uint32_t uidnext;
+	uint64_t highestmodseq;
+	/* FETCH responses of the metadata pass without a UID: then no gap
+	 * below UIDNEXT may be taken for expunged */
+	unsigned int meta_uidless;
 
 	struct sync_msg *msgs;
 	unsigned int msg_count, msg_alloc;
@@ -88,6 +94,7 @@ struct sync {
 	bool account_failed; /* stop the account */
 	bool lmtp_error_shown;
 	char *lmtp_error; /* why the last LMTP session closed */
+	bool logging_out;
 	bool done;
 };
 

@@ -65,8 +65,25 @@ const char *sync_reply_error(const struct sync *s,
 
 /* ---- the end ---- */
 
+static void logout_done(const struct trib_imap_reply *reply, void *context)
+{
+	struct sync *s = context;
+
+	(void)reply; /* whatever the answer: the pass is over */
+	s->done = true;
+	trib_loop_break(s->loop);
+}
+
+/* The end of the pass: LOGOUT first while the session is up, so the
+ * server sees a polite goodbye rather than a dropped connection. */
 static void account_finish(struct sync *s)
 {
+	if (s->imap != NULL && !s->logging_out &&
+	    trib_imap_client_is_authenticated(s->imap)) {
+		s->logging_out = true;
+		trib_imap_logout(s->imap, logout_done, s);
+		return;
+	}
 	s->done = true;
 	trib_loop_break(s->loop);
 }
@@ -103,6 +120,17 @@ static void folder_finish(struct sync *s)
 	s->result->deferred += deferred;
 	if (deferred > 0 && s->result->status == SYNC_OK)
 		s->result->status = SYNC_TEMP;
+	if (deferred == 0 && !s->folder_failed && s->folder != NULL &&
+	    s->uidnext != 0) {
+		/* everything below UIDNEXT is done */
+		trib_state_folder_set_uidnext(s->folder, s->uidnext);
+		if (s->highestmodseq != 0)
+			trib_state_folder_set_highestmodseq(s->folder,
+							    s->highestmodseq);
+	}
+	s->uidnext = 0;
+	s->highestmodseq = 0;
+	s->meta_uidless = 0;
 	sync_commit(s);
 	TRIB_CRASH_POINT("sync-folder-done");
 	sync_msgs_clear(s);
@@ -143,6 +171,7 @@ static void select_done(const struct trib_imap_reply *reply,
 {
 	struct sync *s = context;
 	enum trib_state_uidvalidity_change change;
+	uint32_t cursor;
 
 	if (reply->status != TRIB_IMAP_STATUS_OK) {
 		sync_fail_folder(s, SYNC_TEMP, "EXAMINE failed", reply);
@@ -167,7 +196,17 @@ static void select_done(const struct trib_imap_reply *reply,
 			 "through the dedupe index",
 			 s->name, s->folder_name, info->uidvalidity);
 	TRIB_CRASH_POINT("sync-after-examine");
-	if (info->exists == 0) {
+	s->uidnext = info->uidnext;
+	s->highestmodseq = info->highestmodseq;
+	cursor = trib_state_folder_cursor(s->folder);
+	if (info->exists == 0 ||
+	    (info->uidnext != 0 && info->uidnext <= cursor + 1)) {
+		/* Nothing above the cursor: no FETCH at all (a pass with
+		 * nothing new costs one EXAMINE per folder). An empty folder's
+		 * UIDs below UIDNEXT are all gone. */
+		if (info->uidnext > cursor + 1)
+			trib_state_folder_skipped(s->folder, cursor + 1,
+						  info->uidnext - 1);
 		sync_maybe_folder_done(s);
 		return;
 	}

@@ -50,11 +50,30 @@ def sync(extra=(), check=None):
 
 
 def seed(count):
-    subprocess.run([ENV.get("TRIB_TEST_PYTHON", sys.executable),
-                    ENV["TRIB_TEST_HARNESS"], "seed", DIR,
-                    "--user", "alice@example.com", "--mailbox", "INBOX",
-                    "--count", str(count)],
-                   check=True, capture_output=True, timeout=120)
+    """Append count messages to the remote alice's INBOX; returns the
+    harness's JSON report (uidnext ...)."""
+    proc = subprocess.run([ENV.get("TRIB_TEST_PYTHON", sys.executable),
+                           ENV["TRIB_TEST_HARNESS"], "seed", DIR,
+                           "--user", "alice@example.com", "--mailbox",
+                           "INBOX", "--count", str(count)],
+                          check=True, capture_output=True, timeout=120,
+                          text=True)
+    return json.loads(proc.stdout)
+
+
+def remote_logouts_since(offset):
+    """The remote log's "Logged out" lines of alice@example.com's IMAP
+    sessions written after byte offset (the log process may lag a
+    moment behind the client: wait up to 10 s for one)."""
+    deadline = time.time() + 10
+    while True:
+        with open(ENV["TRIB_TEST_REMOTE_LOG"], "rb") as f:
+            f.seek(offset)
+            lines = [x.decode(errors="replace") for x in f.read().split(b"\n")
+                     if b"imap(alice@example.com)" in x and b"Logged out" in x]
+        if lines or time.time() > deadline:
+            return lines
+        time.sleep(0.05)
 
 
 def maildir_files(root):
@@ -301,6 +320,32 @@ class TestSync(unittest.TestCase):
         self.assertIn("UIDVALIDITY changed to 12345", err)
         self.assertEqual(len(maildir_files(LOCAL_MAILDIR)), n)
         self.check_all_delivered_once()
+
+    def test_7b_expunged_gaps_then_nothing_to_fetch(self):
+        """Messages expunged on the remote before they were fetched leave
+        gaps below UIDNEXT, one of them at the very end: the pass
+        delivers the rest and moves its cursor past the gaps, so the
+        next pass sends no FETCH at all (the remote's logout line counts
+        no header and no body fetched)."""
+        n = len(maildir_files(LOCAL_MAILDIR))
+        uidnext = seed(10)["uidnext"]
+        for uids in ("%d:%d" % (uidnext - 8, uidnext - 5), str(uidnext - 1)):
+            subprocess.run(["doveadm", "-c", ENV["TRIB_TEST_DOVECOT_CONF"],
+                            "expunge", "-u", "alice@example.com", "mailbox",
+                            "INBOX", "uid", uids],
+                           check=True, capture_output=True)
+        _, out, err = sync(["home"], check=0)
+        self.assertEqual(summary(out), (5, 5, 0, 0), err)
+        self.assertEqual(len(maildir_files(LOCAL_MAILDIR)), n + 5)
+        self.check_all_delivered_once()
+        offset = os.path.getsize(ENV["TRIB_TEST_REMOTE_LOG"])
+        _, out, err = sync(["home"], check=0)
+        self.assertEqual(summary(out), (0, 0, 0, 0), err)
+        logouts = remote_logouts_since(offset)
+        self.assertEqual(len(logouts), 1, logouts)
+        self.assertIn(" hdr_count=0 ", logouts[0])
+        self.assertIn(" body_count=0", logouts[0])
+        self.assertNotIn("fetch=", logouts[0])
 
     def test_8_json_and_other_accounts(self):
         # every account: `work` is OAuth, which needs `tributary authorize`
