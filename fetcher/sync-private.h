@@ -95,6 +95,11 @@ struct sync {
 	bool lmtp_error_shown;
 	char *lmtp_error; /* why the last LMTP session closed */
 	bool logging_out;
+	/* remote = delete: the folder was SELECTed read-write and its
+	 * UIDVALIDITY is known (what sync-remove.c needs) */
+	bool selected;
+	char *remove_set; /* the UID set being removed */
+	bool remove_warned;
 	bool done;
 };
 
@@ -110,6 +115,14 @@ void sync_maybe_folder_done(struct sync *s);
  * unless the server refused just this folder). */
 void sync_fail_folder(struct sync *s, enum sync_status status, const char *what,
 		      const struct trib_imap_reply *reply);
+
+/* Done with the current folder (and its removals): on to the next. */
+void sync_folder_next(struct sync *s);
+
+/* sync-remove.c */
+/* remote = delete: after the folder's commit, remove what is done from
+ * the server, then sync_folder_next(). */
+void sync_remove_done(struct sync *s);
 
 /* sync-fetch.c */
 /* UID FETCH the metadata of every UID above the folder's cursor. */

@@ -133,6 +133,18 @@ static void folder_finish(struct sync *s)
 	s->meta_uidless = 0;
 	sync_commit(s);
 	TRIB_CRASH_POINT("sync-folder-done");
+	if (s->account->delete_remote && s->selected &&
+	    !s->result->state_failed && !s->account_failed) {
+		/* the commit above made what is done durable */
+		sync_remove_done(s);
+		return;
+	}
+	sync_folder_next(s);
+}
+
+void sync_folder_next(struct sync *s)
+{
+	s->selected = false;
 	sync_msgs_clear(s);
 	s->folder = NULL;
 	s->folder_failed = false;
@@ -196,6 +208,7 @@ static void select_done(const struct trib_imap_reply *reply,
 			 "through the dedupe index",
 			 s->name, s->folder_name, info->uidvalidity);
 	TRIB_CRASH_POINT("sync-after-examine");
+	s->selected = !info->read_only;
 	s->uidnext = info->uidnext;
 	s->highestmodseq = info->highestmodseq;
 	cursor = trib_state_folder_cursor(s->folder);
@@ -244,7 +257,9 @@ static void next_folder(struct sync *s)
 		next_folder(s);
 		return;
 	}
-	trib_imap_select(s->imap, name, true, true, select_done, s);
+	/* EXAMINE (read-only) unless fetched mail is removed afterwards */
+	trib_imap_select(s->imap, name, !s->account->delete_remote, true,
+			 select_done, s);
 }
 
 /* ---- connection ---- */
@@ -420,6 +435,7 @@ out:
 	free(s.lmtp);
 	sync_msgs_clear(&s);
 	free(s.lmtp_error);
+	free(s.remove_set);
 	free(s.name);
 	free(s.recipient);
 }

@@ -88,6 +88,42 @@ void trib_imap_capability(struct trib_imap_client *client,
 		       names, callback, context);
 }
 
+/* ---- removing messages ---- */
+
+void trib_imap_uid_store_deleted(struct trib_imap_client *client,
+				 const char *uidset,
+				 trib_imap_callback_t *callback, void *context)
+{
+	static const char *const names[] = { "FETCH", NULL };
+	char *line;
+
+	line = trib_strdup_printf("UID STORE %s +FLAGS.SILENT (\\Deleted)",
+				  uidset);
+	simple_command(client, line, 0, names, callback, context);
+	free(line);
+}
+
+void trib_imap_uid_expunge(struct trib_imap_client *client, const char *uidset,
+			   trib_imap_callback_t *callback, void *context)
+{
+	struct simple_req *req;
+	char *line;
+
+	if (!trib_imap_client_has_capability(client, "UIDPLUS")) {
+		req = trib_calloc(1, sizeof(*req));
+		req->callback = callback;
+		req->context = context;
+		req->handlers.done = simple_done;
+		trib_imap_client_command_refused(
+			client, "UID EXPUNGE", &req->handlers, req,
+			TRIB_ERR_PERM, "the server has no UIDPLUS");
+		return;
+	}
+	line = trib_strdup_printf("UID EXPUNGE %s", uidset);
+	simple_command(client, line, 0, NULL, callback, context);
+	free(line);
+}
+
 /* ---- SELECT / EXAMINE ---- */
 
 struct select_req {

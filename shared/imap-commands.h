@@ -146,6 +146,20 @@ void trib_imap_uid_fetch(struct trib_imap_client *client, const char *uidset,
 			 const struct trib_imap_fetch_handler *handler,
 			 void *context);
 
+/* ---- removing messages ---- */
+
+/* "UID STORE uidset +FLAGS.SILENT (\Deleted)": needs a SELECTed (not
+ * EXAMINEd) mailbox. uidset is sent as is. */
+void trib_imap_uid_store_deleted(struct trib_imap_client *client,
+				 const char *uidset,
+				 trib_imap_callback_t *callback, void *context);
+/* "UID EXPUNGE uidset" (RFC 4315): removes only those of uidset that are
+ * flagged \Deleted, never another message someone else flagged. Refused
+ * (PERM, nothing sent) without the UIDPLUS capability: a plain EXPUNGE
+ * would remove every \Deleted message of the mailbox. */
+void trib_imap_uid_expunge(struct trib_imap_client *client, const char *uidset,
+			   trib_imap_callback_t *callback, void *context);
+
 /* ---- IDLE ---- */
 
 struct trib_imap_idle;

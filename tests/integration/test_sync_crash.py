@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""kill -9 of `tributary sync` at every crash point of a pass, each
+followed by a clean re-run: afterwards every remote message is in the
+local mailbox exactly once (0 missing, 0 duplicates), and a further pass
+finds nothing new.
+
+The kill points are the sync's own (fetcher/sync*.c: after login, after
+EXAMINE, in the metadata pass, at a window, at the start, in the middle
+and at the end of a streamed literal, between LMTP's 250 and the state
+write, around each commit) and the state commit's (shared/state*.c),
+chosen with TRIBUTARY_CRASH_AT (docs/crash-points.md), never by timing.
+A point that is never reached fails the case (the process must die of
+SIGKILL). The points between LMTP's 250 and the state write are the ones
+that need the LMTP plugin's delivered record: the re-run sends those
+messages again and the plugin answers 250 without storing them.
+
+The local user is carol (no accounts of her own in the fixture): she
+gets one account, `crash`, reading the remote alice's folders Crash1
+(3 messages of 300 KB first, so a literal spans many reads, then 30
+small ones) and Crash2 (20 small). Before each case her maildir, her
+delivered record and her Tributary state are removed.
+
+Run under tests/harness/with-servers.sh (test-sync-crash.sh does), as
+root, from a build configured with --enable-crash-points (otherwise it
+exits 77: skipped)."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ENV = os.environ
+BUILDDIR = ENV.get("top_builddir", ".")
+TRIBUTARY = os.path.join(BUILDDIR, "fetcher", "tributary")
+DIR = ENV.get("TRIB_TEST_DIR", "")
+PYTHON = ENV.get("TRIB_TEST_PYTHON", sys.executable)
+CAROL_HOME = os.path.join(DIR, "local", "home", "carol")
+CAROL_MAILDIR = os.path.join(CAROL_HOME, "Maildir")
+PASSWORD_FILE = os.path.join(DIR, "local", "secrets", "alice-home.password")
+
+FOLDERS = (("Crash1", 3, 300000, 30), ("Crash2", 0, 0, 20))
+
+# (crash point, what it stands for). "name:N" is the Nth time the point
+# is reached in the pass (crash.h).
+POINTS = [
+    ("sync-after-login", "logged in, nothing examined"),
+    ("sync-after-examine", "first folder examined"),
+    ("sync-after-examine:2", "second folder examined, first committed"),
+    ("sync-meta-message:10", "in the middle of the metadata pass"),
+    ("sync-meta-done", "metadata fetched, no body asked for"),
+    ("sync-body-window", "first window of bodies asked for"),
+    ("sync-body-begin", "first message's LMTP transaction begun"),
+    ("sync-body-data:2", "in the middle of a 300 KB literal"),
+    ("sync-body-data:12", "further into a 300 KB literal"),
+    ("sync-body-end:2", "second literal complete, no LMTP answer yet"),
+    ("sync-body-begin:20", "a later message begun, earlier ones answered"),
+    ("sync-lmtp-250", "first 250 from LMTP, not yet recorded"),
+    ("sync-lmtp-250:17", "17th 250, earlier ones uncommitted"),
+    ("sync-lmtp-recorded:25", "25th delivery recorded, not committed"),
+    ("sync-lmtp-250:45", "in the second folder, uncommitted"),
+    ("sync-before-commit", "first folder done, before its commit"),
+    ("sync-after-commit", "first folder committed"),
+    ("sync-folder-done", "first folder finished"),
+    ("sync-before-commit:2", "second folder done, before its commit"),
+    ("sync-folder-done:2", "everything committed, before the end"),
+    ("index-append-mid", "dedupe index half written"),
+    ("index-append-before-fsync", "dedupe index written, not synced"),
+    ("state-before-temp", "indexes durable, before state.tmp"),
+    ("state-temp-mid", "state.tmp half written"),
+    ("state-temp-before-fsync", "state.tmp written, not synced"),
+    ("state-before-rename", "state.tmp synced, not renamed"),
+    ("state-before-dir-fsync", "renamed, directory not synced"),
+    ("state-after-commit", "committed, before old files are removed"),
+    ("state-temp-mid:2", "second commit's state.tmp half written"),
+]
+
+
+def run(args, env=None, check=None):
+    proc = subprocess.run([TRIBUTARY] + args, capture_output=True, text=True,
+                          timeout=300, env=env)
+    if check is not None and proc.returncode != check:
+        raise AssertionError("%s: exit %d, expected %d\nstdout: %s\nstderr: %s"
+                             % (" ".join(args), proc.returncode, check,
+                                proc.stdout, proc.stderr))
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def sync(crash_at=None, check=None):
+    env = dict(ENV)
+    env.pop("TRIBUTARY_CRASH_AT", None)
+    if crash_at is not None:
+        env["TRIBUTARY_CRASH_AT"] = crash_at
+    return run(["sync", "-c", ENV["TRIB_TEST_LOCAL_CONF"], "-u", "carol",
+                "crash"], env=env, check=check)
+
+
+def harness(*args):
+    return subprocess.run([PYTHON, ENV["TRIB_TEST_HARNESS"]] + list(args),
+                          check=True, capture_output=True, text=True,
+                          timeout=300)
+
+
+def message_id(data):
+    m = re.search(rb"^Message-ID:[ \t]*(\S+)",
+                  re.split(rb"\r?\n\r?\n", data, 1)[0], re.I | re.M)
+    return m.group(1).decode() if m else None
+
+
+def local_ids():
+    """Message-ID -> how many copies carol's maildir holds (new and cur
+    of every folder; tmp must be empty of finished mail, Dovecot removes
+    its own leftovers)."""
+    out = {}
+    for dirpath, _, files in os.walk(CAROL_MAILDIR):
+        if os.path.basename(dirpath) not in ("new", "cur"):
+            continue
+        for f in files:
+            with open(os.path.join(dirpath, f), "rb") as fh:
+                mid = message_id(fh.read())
+            out[mid] = out.get(mid, 0) + 1
+    return out
+
+
+def summary(out):
+    m = re.search(r"carol/crash: (\d+) new, (\d+) delivered, (\d+) rejected, "
+                  r"(\d+) deferred", out)
+    if m is None:
+        raise AssertionError("no summary line in: %r" % out)
+    return tuple(int(x) for x in m.groups())
+
+
+class TestSyncCrash(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="sync-crash.")
+        cls.expected = set()
+        user = "alice@example.com"
+        for folder, big, big_size, small in FOLDERS:
+            batches = []
+            if big:
+                batches.append(["--count", str(big), "--size", str(big_size)])
+            batches.append(["--count", str(small)])
+            for extra in batches:
+                harness("seed", DIR, "--user", user, "--mailbox", folder,
+                        *extra)
+        # The Message-IDs the seeder gives (harness.py cmd_seed).
+        for folder, big, _, small in FOLDERS:
+            for i in range(1, big + small + 1):
+                cls.expected.add("<seed.%s.%06d.alice.at.example.com"
+                                 "@tributary.test>" % (folder.lower(), i))
+        with open(ENV["TRIB_TEST_ACCOUNTS_FILE"]) as f:
+            text = f.read()
+        text += "carol:::::::" + " ".join(
+            "userdb_tributary_%s=%s" % kv for kv in [
+                ("accounts", "crash"),
+                ("crash_provider", "imap"), ("crash_host", "127.0.0.1"),
+                ("crash_port", ENV["TRIB_TEST_IMAPS_PORT"]),
+                ("crash_tls", "implicit"),
+                ("crash_ca_file", ENV["TRIB_TEST_CA"]),
+                ("crash_login", user),
+                ("crash_auth", "password_file"),
+                ("crash_password_file", PASSWORD_FILE),
+                ("crash_folders", ",".join(f[0] for f in FOLDERS))]) + "\n"
+        path = os.path.join(cls.tmp, "accounts")
+        with open(path, "w") as f:
+            f.write(text)
+        harness("accounts", DIR, path)
+        run(["init", "-c", ENV["TRIB_TEST_LOCAL_CONF"]])
+
+    @classmethod
+    def tearDownClass(cls):
+        harness("accounts", DIR, "--fixture")
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def reset(self):
+        shutil.rmtree(CAROL_MAILDIR, ignore_errors=True)
+        for name in os.listdir(CAROL_HOME) if os.path.isdir(CAROL_HOME) \
+                else []:
+            if name.startswith(".tributary"):
+                path = os.path.join(CAROL_HOME, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+        shutil.rmtree(os.path.join(ENV["TRIB_TEST_LOCAL_STATE_DIR"], "carol"),
+                      ignore_errors=True)
+
+    def check_exactly_once(self, what):
+        ids = local_ids()
+        missing = sorted(self.expected - set(ids))
+        extra = sorted(set(ids) - self.expected)
+        dups = sorted(m for m, n in ids.items() if n > 1)
+        self.assertEqual((missing, dups, extra), ([], [], []),
+                         "%s: missing %d, duplicated %d, unexpected %d"
+                         % (what, len(missing), len(dups), len(extra)))
+
+    def test_1_clean_pass(self):
+        """The control: no crash, everything once; a second pass finds
+        nothing new."""
+        self.reset()
+        _, out, err = sync(check=0)
+        n = len(self.expected)
+        self.assertEqual(summary(out), (n, n, 0, 0), err)
+        self.check_exactly_once("clean pass")
+        _, out, err = sync(check=0)
+        self.assertEqual(summary(out), (0, 0, 0, 0), err)
+
+    def test_2_kill_matrix(self):
+        failures = []
+        for point, what in POINTS:
+            with self.subTest(point=point):
+                self.reset()
+                code, out, err = sync(crash_at=point)
+                if code != -9:
+                    failures.append(point)
+                    self.fail("%s (%s): not killed there: exit %d\n%s%s"
+                              % (point, what, code, out, err))
+                before = sum(local_ids().values())
+                code, out, err = sync()
+                self.assertEqual(code, 0, "%s: re-run: %s%s"
+                                 % (point, out, err))
+                self.check_exactly_once("%s (%s)" % (point, what))
+                code, out, err = sync()
+                self.assertEqual(summary(out), (0, 0, 0, 0),
+                                 "%s: third pass: %s" % (point, err))
+                print("  %-26s killed with %2d stored, re-run: all %d once"
+                      % (point, before, len(self.expected)))
+
+    def test_3_kill_twice_in_a_row(self):
+        """Two kills before a clean run: the second pass is itself cut
+        after delivering more than the first committed."""
+        self.reset()
+        code, _, err = sync(crash_at="sync-lmtp-250:10")
+        self.assertEqual(code, -9, err)
+        code, _, err = sync(crash_at="sync-lmtp-recorded:30")
+        self.assertEqual(code, -9, err)
+        sync(check=0)
+        self.check_exactly_once("two kills")
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        print("test_sync_crash: needs root")
+        sys.exit(1)
+    with open(os.path.join(BUILDDIR, "tributary-config.h")) as f:
+        if not re.search(r"^#define TRIB_CRASH_POINTS 1", f.read(), re.M):
+            print("test_sync_crash: skipped: this build has no crash points "
+                  "(configure --enable-crash-points)")
+            sys.exit(77)
+    result = unittest.main(verbosity=2, exit=False).result
+    total = result.testsRun
+    failed = len(result.failures) + len(result.errors)
+    print("test_sync_crash: %d passed, %d failed" % (total - failed, failed))
+    sys.exit(0 if result.wasSuccessful() else 1)
