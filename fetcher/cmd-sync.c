@@ -7,6 +7,7 @@
 #include "alloc.h"
 #include "doveconf.h"
 #include "loop.h"
+#include "progress.h"
 #include "state.h"
 #include "sync.h"
 #include "trace.h"
@@ -231,6 +232,7 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 {
 	struct sync_settings set;
 	struct sync_result result;
+	struct progress_bar bar;
 	unsigned int matched = 0;
 
 	memset(&set, 0, sizeof(set));
@@ -240,6 +242,11 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 	set.state = state;
 	set.keys = keys;
 	set.logger = &run->logger;
+	if (!run->json && !run->verbose && progress_bar_wanted()) {
+		progress_bar_init(&bar, stderr, run->user_name);
+		set.progress = progress_bar_update;
+		set.progress_context = &bar;
+	}
 
 	for (unsigned int i = 0; i < run->list.count; i++) {
 		const struct trib_account *a = run->list.accounts[i];

@@ -105,6 +105,8 @@ static void lmtp_reply(const struct trib_lmtp_reply *reply, void *context)
 	struct sync *s = msg->sync;
 
 	s->pending--;
+	s->progress.answered++;
+	sync_progress_update(s);
 	if (reply->error_class == TRIB_OK) {
 		TRIB_CRASH_POINT("sync-lmtp-250");
 		msg->outcome = MSG_DELIVERED;
@@ -226,6 +228,7 @@ static void body_data(struct evbuffer *data, void *context)
 
 	if (s->cur_lmtp == NULL)
 		return;
+	s->progress.bytes_streamed += evbuffer_get_length(data);
 	trib_lmtp_message_write(s->cur_lmtp, data);
 	TRIB_CRASH_POINT("sync-body-data");
 	check_backpressure(s);

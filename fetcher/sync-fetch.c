@@ -312,6 +312,13 @@ static void meta_done(const struct trib_imap_reply *reply, void *context)
 	if (s->uidvalidity_changed)
 		remap(s);
 	TRIB_CRASH_POINT("sync-meta-done");
+	for (unsigned int i = 0; i < s->msg_count; i++) {
+		if (s->msgs[i].outcome != MSG_PENDING)
+			continue;
+		s->progress.total++;
+		s->progress.bytes_total += s->msgs[i].size;
+	}
+	sync_progress_update(s);
 	sync_maybe_folder_done(s);
 }
 

@@ -95,6 +95,7 @@ struct sync {
 	bool lmtp_error_shown;
 	char *lmtp_error; /* why the last LMTP session closed */
 	bool logging_out;
+	struct sync_progress progress;
 	/* remote = delete: the folder was SELECTed read-write and its
 	 * UIDVALIDITY is known (what sync-remove.c needs) */
 	bool selected;
@@ -123,6 +124,9 @@ void sync_folder_next(struct sync *s);
 /* remote = delete: after the folder's commit, remove what is done from
  * the server, then sync_folder_next(). */
 void sync_remove_done(struct sync *s);
+
+/* Tell the progress callback, if any. */
+void sync_progress_update(struct sync *s);
 
 /* sync-fetch.c */
 /* UID FETCH the metadata of every UID above the folder's cursor. */

@@ -65,6 +65,12 @@ const char *sync_reply_error(const struct sync *s,
 
 /* ---- the end ---- */
 
+void sync_progress_update(struct sync *s)
+{
+	if (s->set->progress != NULL)
+		s->set->progress(&s->progress, s->set->progress_context);
+}
+
 static void logout_done(const struct trib_imap_reply *reply, void *context)
 {
 	struct sync *s = context;
@@ -131,6 +137,10 @@ static void folder_finish(struct sync *s)
 	s->uidnext = 0;
 	s->highestmodseq = 0;
 	s->meta_uidless = 0;
+	if (s->progress.total > 0) {
+		s->progress.finished = true;
+		sync_progress_update(s);
+	}
 	sync_commit(s);
 	TRIB_CRASH_POINT("sync-folder-done");
 	if (s->account->delete_remote && s->selected &&
@@ -236,6 +246,9 @@ static void next_folder(struct sync *s)
 	}
 	name = s->account->folders[s->folder_idx];
 	s->folder_name = name;
+	memset(&s->progress, 0, sizeof(s->progress));
+	s->progress.account = s->account->name;
+	s->progress.folder = name;
 	s->lmtp_error_shown = false;
 	if (strchr(name, '*') != NULL || strchr(name, '%') != NULL) {
 		sync_result_error(s->result, SYNC_CONFIG,

@@ -18,6 +18,21 @@ struct trib_loop;
 struct trib_state;
 struct trib_trace_keys;
 
+/* How far the pass over the current folder is. */
+struct sync_progress {
+	const char *account;
+	const char *folder;
+	/* new messages of this folder's pass, and how many LMTP answered */
+	unsigned int total, answered;
+	/* their RFC822.SIZE sum, and the body bytes streamed so far */
+	uint64_t bytes_total, bytes_streamed;
+	/* the folder's pass is over (the last call for it) */
+	bool finished;
+};
+
+typedef void sync_progress_callback_t(const struct sync_progress *progress,
+				      void *context);
+
 struct sync_settings {
 	/* The local user: LMTP recipient and trace recipient. */
 	const char *user;
@@ -27,6 +42,10 @@ struct sync_settings {
 	struct trib_state *state;
 	const struct trib_trace_keys *keys;
 	const struct trib_logger *logger;
+	/* Optional: called as the pass goes (often: after every chunk of a
+	 * body), for a progress display. */
+	sync_progress_callback_t *progress;
+	void *progress_context;
 };
 
 enum sync_status {

@@ -232,6 +232,40 @@ class TestSync(unittest.TestCase):
         self.assertEqual(len(maildir_files(LOCAL_MAILDIR)), n + 3)
         self.check_all_delivered_once()
 
+    def test_4c_progress_line_on_a_terminal(self):
+        """With stderr on a terminal, a progress line (messages, bytes,
+        rate) is drawn with carriage returns and wiped at the end of the
+        folder; stdout keeps its summary. Without a terminal (the other
+        tests) stderr stays empty on success."""
+        import pty
+        seed(20)
+        master, slave = pty.openpty()
+        env = dict(ENV, TERM="xterm")
+        proc = subprocess.Popen([TRIBUTARY, "sync"] + conf_args() +
+                                ["-u", "alice", "home"], stdout=subprocess.PIPE,
+                                stderr=slave, env=env)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(master)
+        out = proc.stdout.read().decode()
+        proc.stdout.close()
+        proc.wait(timeout=60)
+        self.assertEqual(proc.returncode, 0, out + seen.decode())
+        self.assertEqual(summary(out), (20, 20, 0, 0))
+        self.assertIn(b"\r\x1b[Kalice/home INBOX: ", seen)
+        self.assertRegex(seen, rb"\d+/20 messages, [0-9.]+ kB/[0-9.]+ kB")
+        self.assertTrue(seen.endswith(b"\r\x1b[K"), seen[-80:])
+        _, out, err = sync(["home"], check=0)
+        self.assertEqual(err, "")
+
     def test_5_wrong_password(self):
         snap = state_snapshot()
         with open(PASSWORD_FILE) as f:
