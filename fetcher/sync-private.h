@@ -48,6 +48,12 @@ struct sync_msg {
 	enum msg_outcome outcome;
 };
 
+/* The folders a pattern of the account matched (sync-folders.c). */
+struct sync_matches {
+	char **names;
+	unsigned int count;
+};
+
 struct sync {
 	struct trib_loop *loop;
 	const struct sync_settings *set;
@@ -95,6 +101,12 @@ struct sync {
 	bool lmtp_error_shown;
 	char *lmtp_error; /* why the last LMTP session closed */
 	bool logging_out;
+	/* the folders of this pass, patterns expanded (sync-folders.c) */
+	char **folders;
+	unsigned int folder_count;
+	struct sync_matches *matches; /* per account->folders entry */
+	unsigned int lists_pending;
+	void (*folders_ready)(struct sync *s);
 	struct sync_progress progress;
 	/* remote = delete: the folder was SELECTed read-write and its
 	 * UIDVALIDITY is known (what sync-remove.c needs) */
@@ -119,6 +131,11 @@ void sync_fail_folder(struct sync *s, enum sync_status status, const char *what,
 
 /* Done with the current folder (and its removals): on to the next. */
 void sync_folder_next(struct sync *s);
+
+/* sync-folders.c */
+/* Expand the account's folder patterns (LIST), then call ready. */
+void sync_folders_resolve(struct sync *s, void (*ready)(struct sync *s));
+void sync_folders_free(struct sync *s);
 
 /* sync-remove.c */
 /* remote = delete: after the folder's commit, remove what is done from

@@ -240,25 +240,16 @@ static void next_folder(struct sync *s)
 {
 	const char *name;
 
-	if (s->account_failed || s->folder_idx >= s->account->folder_count) {
+	if (s->account_failed || s->folder_idx >= s->folder_count) {
 		account_finish(s);
 		return;
 	}
-	name = s->account->folders[s->folder_idx];
+	name = s->folders[s->folder_idx];
 	s->folder_name = name;
 	memset(&s->progress, 0, sizeof(s->progress));
 	s->progress.account = s->account->name;
 	s->progress.folder = name;
 	s->lmtp_error_shown = false;
-	if (strchr(name, '*') != NULL || strchr(name, '%') != NULL) {
-		sync_result_error(s->result, SYNC_CONFIG,
-				  "%s: folder pattern '%s' is not supported "
-				  "yet (name folders one by one); skipped",
-				  s->name, name);
-		s->folder_idx++;
-		next_folder(s);
-		return;
-	}
 	s->folder =
 		trib_state_folder_get(s->set->state, s->account->name, name);
 	if (s->folder == NULL) {
@@ -315,7 +306,7 @@ static void auth_done(const struct trib_imap_reply *reply, void *context)
 		return;
 	}
 	TRIB_CRASH_POINT("sync-after-login");
-	next_folder(s);
+	sync_folders_resolve(s, next_folder);
 }
 
 struct connect_ctx {
@@ -449,6 +440,7 @@ out:
 	sync_msgs_clear(&s);
 	free(s.lmtp_error);
 	free(s.remove_set);
+	sync_folders_free(&s);
 	free(s.name);
 	free(s.recipient);
 }
