@@ -124,6 +124,20 @@ def local_ids():
     return out
 
 
+def tree_snapshot(root):
+    """path -> bytes of every file under root but the filler and the
+    lock (which holds the pid of its last holder)."""
+    snap = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f in ("filler", "lock"):
+                continue
+            path = os.path.join(dirpath, f)
+            with open(path, "rb") as fh:
+                snap[os.path.relpath(path, root)] = fh.read()
+    return snap
+
+
 def summary(out):
     m = re.search(r"carol/crash: (\d+) new, (\d+) delivered, (\d+) rejected, "
                   r"(\d+) deferred", out)
@@ -240,6 +254,44 @@ class TestSyncCrash(unittest.TestCase):
         self.assertEqual(code, -9, err)
         sync(check=0)
         self.check_exactly_once("two kills")
+
+    def test_4_state_disk_full(self):
+        """The disk under carol's state dir fills up during the pass: the
+        commit fails with a clear error naming the cause, the pass
+        stops (exit 75), the state on disk is the last good one; once
+        there is room again a re-run leaves everything exactly once."""
+        self.reset()
+        state = os.path.join(ENV["TRIB_TEST_LOCAL_STATE_DIR"], "carol")
+        os.makedirs(state)
+        try:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700",
+                            "tmpfs", state], check=True, capture_output=True)
+        except (subprocess.CalledProcessError, OSError) as e:
+            self.skipTest("cannot mount a tmpfs: %s" % e)
+        self.addCleanup(subprocess.run, ["umount", "-l", state],
+                        capture_output=True)
+        # A first pass with room commits (lock file, state, indexes) ...
+        code, out, err = sync(crash_at="sync-after-examine:2")
+        self.assertEqual(code, -9, out + err)
+        # ... then the rest of the disk is taken.
+        filler = os.path.join(state, "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 1024) > 0:
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        snap = tree_snapshot(state)
+        code, out, err = sync()
+        self.assertEqual(code, 75, out + err)
+        self.assertIn("carol/crash: cannot save the state, stopping:", err)
+        self.assertIn("No space left on device", err)
+        after = tree_snapshot(state)
+        self.assertEqual(after, snap, "the state on disk changed")
+        os.unlink(filler)
+        sync(check=0)
+        self.check_exactly_once("disk full, then room again")
 
 
 if __name__ == "__main__":
