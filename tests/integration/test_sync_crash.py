@@ -25,21 +25,18 @@ root, from a build configured with --enable-crash-points (otherwise it
 exits 77: skipped)."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import unittest
 
-ENV = os.environ
-BUILDDIR = ENV.get("top_builddir", ".")
-TRIBUTARY = os.path.join(BUILDDIR, "fetcher", "tributary")
-DIR = ENV.get("TRIB_TEST_DIR", "")
-PYTHON = ENV.get("TRIB_TEST_PYTHON", sys.executable)
+from synctest import (DIR, ENV, crash_points, harness, install_account,
+                      local_ids, main, run, seed, seeded_id, summary)
+import synctest
+
 CAROL_HOME = os.path.join(DIR, "local", "home", "carol")
 CAROL_MAILDIR = os.path.join(CAROL_HOME, "Maildir")
-PASSWORD_FILE = os.path.join(DIR, "local", "secrets", "alice-home.password")
 
 FOLDERS = (("Crash1", 3, 300000, 30), ("Crash2", 0, 0, 20))
 
@@ -78,50 +75,8 @@ POINTS = [
 ]
 
 
-def run(args, env=None, check=None):
-    proc = subprocess.run([TRIBUTARY] + args, capture_output=True, text=True,
-                          timeout=300, env=env)
-    if check is not None and proc.returncode != check:
-        raise AssertionError("%s: exit %d, expected %d\nstdout: %s\nstderr: %s"
-                             % (" ".join(args), proc.returncode, check,
-                                proc.stdout, proc.stderr))
-    return proc.returncode, proc.stdout, proc.stderr
-
-
 def sync(crash_at=None, check=None):
-    env = dict(ENV)
-    env.pop("TRIBUTARY_CRASH_AT", None)
-    if crash_at is not None:
-        env["TRIBUTARY_CRASH_AT"] = crash_at
-    return run(["sync", "-c", ENV["TRIB_TEST_LOCAL_CONF"], "-u", "carol",
-                "crash"], env=env, check=check)
-
-
-def harness(*args):
-    return subprocess.run([PYTHON, ENV["TRIB_TEST_HARNESS"]] + list(args),
-                          check=True, capture_output=True, text=True,
-                          timeout=300)
-
-
-def message_id(data):
-    m = re.search(rb"^Message-ID:[ \t]*(\S+)",
-                  re.split(rb"\r?\n\r?\n", data, 1)[0], re.I | re.M)
-    return m.group(1).decode() if m else None
-
-
-def local_ids():
-    """Message-ID -> how many copies carol's maildir holds (new and cur
-    of every folder; tmp must be empty of finished mail, Dovecot removes
-    its own leftovers)."""
-    out = {}
-    for dirpath, _, files in os.walk(CAROL_MAILDIR):
-        if os.path.basename(dirpath) not in ("new", "cur"):
-            continue
-        for f in files:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                mid = message_id(fh.read())
-            out[mid] = out.get(mid, 0) + 1
-    return out
+    return synctest.sync("carol", "crash", crash_at=crash_at, check=check)
 
 
 def tree_snapshot(root):
@@ -138,51 +93,21 @@ def tree_snapshot(root):
     return snap
 
 
-def summary(out):
-    m = re.search(r"carol/crash: (\d+) new, (\d+) delivered, (\d+) rejected, "
-                  r"(\d+) deferred", out)
-    if m is None:
-        raise AssertionError("no summary line in: %r" % out)
-    return tuple(int(x) for x in m.groups())
-
-
 class TestSyncCrash(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="sync-crash.")
         cls.expected = set()
-        user = "alice@example.com"
         for folder, big, big_size, small in FOLDERS:
-            batches = []
             if big:
-                batches.append(["--count", str(big), "--size", str(big_size)])
-            batches.append(["--count", str(small)])
-            for extra in batches:
-                harness("seed", DIR, "--user", user, "--mailbox", folder,
-                        *extra)
-        # The Message-IDs the seeder gives (harness.py cmd_seed).
-        for folder, big, _, small in FOLDERS:
-            for i in range(1, big + small + 1):
-                cls.expected.add("<seed.%s.%06d.alice.at.example.com"
-                                 "@tributary.test>" % (folder.lower(), i))
-        with open(ENV["TRIB_TEST_ACCOUNTS_FILE"]) as f:
-            text = f.read()
-        text += "carol:::::::" + " ".join(
-            "userdb_tributary_%s=%s" % kv for kv in [
-                ("accounts", "crash"),
-                ("crash_provider", "imap"), ("crash_host", "127.0.0.1"),
-                ("crash_port", ENV["TRIB_TEST_IMAPS_PORT"]),
-                ("crash_tls", "implicit"),
-                ("crash_ca_file", ENV["TRIB_TEST_CA"]),
-                ("crash_login", user),
-                ("crash_auth", "password_file"),
-                ("crash_password_file", PASSWORD_FILE),
-                ("crash_folders", ",".join(f[0] for f in FOLDERS))]) + "\n"
-        path = os.path.join(cls.tmp, "accounts")
-        with open(path, "w") as f:
-            f.write(text)
-        harness("accounts", DIR, path)
+                seed(folder, big, size=big_size)
+            seed(folder, small)
+            cls.expected.update(seeded_id(folder, i)
+                                for i in range(1, big + small + 1))
+        install_account("carol", "crash",
+                        {"folders": ",".join(f[0] for f in FOLDERS)},
+                        cls.tmp)
         run(["init", "-c", ENV["TRIB_TEST_LOCAL_CONF"]])
 
     @classmethod
@@ -204,7 +129,7 @@ class TestSyncCrash(unittest.TestCase):
                       ignore_errors=True)
 
     def check_exactly_once(self, what):
-        ids = local_ids()
+        ids = local_ids(CAROL_MAILDIR)
         missing = sorted(self.expected - set(ids))
         extra = sorted(set(ids) - self.expected)
         dups = sorted(m for m, n in ids.items() if n > 1)
@@ -218,10 +143,10 @@ class TestSyncCrash(unittest.TestCase):
         self.reset()
         _, out, err = sync(check=0)
         n = len(self.expected)
-        self.assertEqual(summary(out), (n, n, 0, 0), err)
+        self.assertEqual(summary(out, "carol/crash"), (n, n, 0, 0), err)
         self.check_exactly_once("clean pass")
         _, out, err = sync(check=0)
-        self.assertEqual(summary(out), (0, 0, 0, 0), err)
+        self.assertEqual(summary(out, "carol/crash"), (0, 0, 0, 0), err)
 
     def test_2_kill_matrix(self):
         failures = []
@@ -233,13 +158,13 @@ class TestSyncCrash(unittest.TestCase):
                     failures.append(point)
                     self.fail("%s (%s): not killed there: exit %d\n%s%s"
                               % (point, what, code, out, err))
-                before = sum(local_ids().values())
+                before = sum(local_ids(CAROL_MAILDIR).values())
                 code, out, err = sync()
                 self.assertEqual(code, 0, "%s: re-run: %s%s"
                                  % (point, out, err))
                 self.check_exactly_once("%s (%s)" % (point, what))
                 code, out, err = sync()
-                self.assertEqual(summary(out), (0, 0, 0, 0),
+                self.assertEqual(summary(out, "carol/crash"), (0, 0, 0, 0),
                                  "%s: third pass: %s" % (point, err))
                 print("  %-26s killed with %2d stored, re-run: all %d once"
                       % (point, before, len(self.expected)))
@@ -295,16 +220,8 @@ class TestSyncCrash(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if os.geteuid() != 0:
-        print("test_sync_crash: needs root")
-        sys.exit(1)
-    with open(os.path.join(BUILDDIR, "tributary-config.h")) as f:
-        if not re.search(r"^#define TRIB_CRASH_POINTS 1", f.read(), re.M):
-            print("test_sync_crash: skipped: this build has no crash points "
-                  "(configure --enable-crash-points)")
-            sys.exit(77)
-    result = unittest.main(verbosity=2, exit=False).result
-    total = result.testsRun
-    failed = len(result.failures) + len(result.errors)
-    print("test_sync_crash: %d passed, %d failed" % (total - failed, failed))
-    sys.exit(0 if result.wasSuccessful() else 1)
+    if not crash_points():
+        print("test_sync_crash: skipped: this build has no crash points "
+              "(configure --enable-crash-points)")
+        sys.exit(77)
+    main("test_sync_crash")

@@ -14,58 +14,29 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import unittest
 
-ENV = os.environ
-BUILDDIR = ENV.get("top_builddir", ".")
-TRIBUTARY = os.path.join(BUILDDIR, "fetcher", "tributary")
-DIR = ENV.get("TRIB_TEST_DIR", "")
-PYTHON = ENV.get("TRIB_TEST_PYTHON", sys.executable)
+from synctest import (DIR, ENV, REMOTE_USER, harness, install_account, main,
+                      maildir_messages, remote_ids, run, seed)
+
 CAROL_MAILDIR = os.path.join(DIR, "local", "home", "carol", "Maildir")
-PASSWORD_FILE = os.path.join(DIR, "local", "secrets", "alice-home.password")
-REMOTE_USER = "alice@example.com"
 SEEDS = (("Lists/Dev", 2), ("Lists/Ann", 1), ("Lists/Dev/Deep", 1),
          ("Trash", 1), ("Sent", 1))
-
-
-def run(args):
-    proc = subprocess.run([TRIBUTARY] + args, capture_output=True, text=True,
-                          timeout=300)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def harness(*args):
-    return subprocess.run([PYTHON, ENV["TRIB_TEST_HARNESS"]] + list(args),
-                          check=True, capture_output=True, text=True,
-                          timeout=120)
 
 
 def local_traces():
     """(remote folder from the trace header, Message-ID) of every message
     in carol's maildir."""
     out = []
-    for dirpath, _, files in os.walk(CAROL_MAILDIR):
-        if os.path.basename(dirpath) not in ("new", "cur"):
-            continue
-        for f in files:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                head = re.split(rb"\r?\n\r?\n", fh.read(), 1)[0]
-            folder = re.search(rb"^X-Tributary-Trace: .*?; f=([^;]+);", head,
-                               re.M)
-            mid = re.search(rb"^Message-ID:[ \t]*(\S+)", head, re.I | re.M)
-            out.append((folder.group(1).decode() if folder else None,
-                        mid.group(1).decode() if mid else None))
+    for data in maildir_messages(CAROL_MAILDIR):
+        head = re.split(rb"\r?\n\r?\n", data, 1)[0]
+        folder = re.search(rb"^X-Tributary-Trace: .*?; f=([^;]+);", head,
+                           re.M)
+        mid = re.search(rb"^Message-ID:[ \t]*(\S+)", head, re.I | re.M)
+        out.append((folder.group(1).decode() if folder else None,
+                    mid.group(1).decode() if mid else None))
     return sorted(out)
-
-
-def remote_ids(folder):
-    out = subprocess.run(["doveadm", "-c", ENV["TRIB_TEST_DOVECOT_CONF"],
-                          "-f", "tab", "fetch", "-u", REMOTE_USER,
-                          "hdr.message-id", "mailbox", folder, "all"],
-                         check=True, capture_output=True, text=True).stdout
-    return [x.strip() for x in out.splitlines()[1:] if x.strip()]
 
 
 def remote_folders():
@@ -75,20 +46,13 @@ def remote_folders():
     return [x.strip() for x in out.splitlines() if x.strip()]
 
 
-def pct(folder):
-    """The trace header's folder spelling (docs/trace-header.md: '/' is
-    unreserved, so these names stand as they are)."""
-    return folder
-
-
 class TestSyncFolders(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="sync-folders.")
         for folder, count in SEEDS:
-            harness("seed", DIR, "--user", REMOTE_USER, "--mailbox", folder,
-                    "--count", str(count))
+            seed(folder, count)
         run(["init", "-c", ENV["TRIB_TEST_LOCAL_CONF"]])
 
     @classmethod
@@ -102,33 +66,15 @@ class TestSyncFolders(unittest.TestCase):
                       ignore_errors=True)
 
     def account(self, folders):
-        with open(ENV["TRIB_TEST_ACCOUNTS_FILE"]) as f:
-            lines = [x for x in f.read().splitlines()
-                     if not x.startswith("carol:")]
-        lines.append("carol:::::::" + " ".join(
-            "userdb_tributary_%s=%s" % kv for kv in [
-                ("accounts", "pat"),
-                ("pat_provider", "imap"), ("pat_host", "127.0.0.1"),
-                ("pat_port", ENV["TRIB_TEST_IMAPS_PORT"]),
-                ("pat_tls", "implicit"),
-                ("pat_ca_file", ENV["TRIB_TEST_CA"]),
-                ("pat_login", REMOTE_USER),
-                ("pat_auth", "password_file"),
-                ("pat_password_file", PASSWORD_FILE),
-                # passwd-file expands %-variables in extra fields: a
-                # literal % is written %%
-                ("pat_folders", folders.replace("%", "%%"))]))
-        path = os.path.join(self.tmp, "accounts")
-        with open(path, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        harness("accounts", DIR, path)
+        install_account("carol", "pat", {"folders": folders}, self.tmp)
 
     def sync_expect(self, folders, expected):
         self.account(folders)
         code, out, err = run(["sync", "-c", ENV["TRIB_TEST_LOCAL_CONF"],
                               "-u", "carol", "pat"])
         self.assertEqual(code, 0, out + err)
-        want = sorted((pct(f), mid) for f in expected for mid in remote_ids(f))
+        want = sorted((f, mid[0].strip()) for f in expected
+                      for mid in remote_ids(f))
         self.assertEqual(local_traces(), want)
         m = re.search(r"carol/pat: (\d+) new, (\d+) delivered", out)
         self.assertEqual((int(m.group(1)), int(m.group(2))),
@@ -165,11 +111,4 @@ class TestSyncFolders(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    if os.geteuid() != 0:
-        print("test_sync_folders: needs root")
-        sys.exit(1)
-    result = unittest.main(verbosity=2, exit=False).result
-    total = result.testsRun
-    failed = len(result.failures) + len(result.errors)
-    print("test_sync_folders: %d passed, %d failed" % (total - failed, failed))
-    sys.exit(0 if result.wasSuccessful() else 1)
+    main("test_sync_folders")
