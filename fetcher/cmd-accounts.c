@@ -4,6 +4,8 @@
 
 #include "cli.h"
 
+#include "cli-env.h"
+
 #include "account.h"
 #include "alloc.h"
 #include "doveconf.h"
@@ -25,14 +27,8 @@ struct user_result {
 struct run {
 	const char *user;
 	bool all, json, check_only;
-	const char *config, *doveconf_bin, *socket;
-
-	struct doveconf conf;
-	struct trib_settings_layer global;
-	struct trib_global_settings globals;
-	struct trib_loop *loop;
-	struct trib_userdb_client *userdb;
-	struct trib_logger logger;
+	struct cli_env_options options;
+	struct cli_env env;
 
 	struct user_result *users;
 	unsigned int user_count, pending;
@@ -57,7 +53,7 @@ static void start_lookup(struct run *run, unsigned int index)
 	ctx->run = run;
 	ctx->index = index;
 	run->pending++;
-	trib_userdb_lookup(run->userdb, run->users[index].name, lookup_done,
+	trib_userdb_lookup(run->env.userdb, run->users[index].name, lookup_done,
 			   ctx);
 }
 
@@ -65,7 +61,7 @@ static void maybe_done(struct run *run)
 {
 	if (run->pending == 0) {
 		run->done = true;
-		trib_loop_break(run->loop);
+		trib_loop_break(run->env.loop);
 	}
 }
 
@@ -83,8 +79,8 @@ static void lookup_done(int result, const struct trib_userdb_user *user,
 			run->fatal = trib_strdup(error);
 	} else if (result > 0) {
 		res->found = true;
-		cli_accounts_from_userdb(user, res->name, &run->global,
-					 &run->globals, &res->list);
+		cli_accounts_from_userdb(user, res->name, &run->env.global,
+					 &run->env.globals, &res->list);
 	}
 	maybe_done(run);
 }
@@ -232,8 +228,8 @@ static void print_json(struct run *run)
 	json_object *users = json_object_new_array();
 
 	json_object_object_add(root, "errors",
-			       cli_json_strings(run->globals.errors,
-						run->globals.error_count));
+			       cli_json_strings(run->env.globals.errors,
+						run->env.globals.error_count));
 	for (unsigned int i = 0; i < run->user_count; i++) {
 		struct user_result *u = &run->users[i];
 		json_object *ju = json_object_new_object();
@@ -263,8 +259,8 @@ static unsigned int print_problems(struct run *run)
 {
 	unsigned int n = 0;
 
-	for (unsigned int i = 0; i < run->globals.error_count; i++, n++)
-		cli_error("%s", run->globals.errors[i]);
+	for (unsigned int i = 0; i < run->env.globals.error_count; i++, n++)
+		cli_error("%s", run->env.globals.errors[i]);
 	for (unsigned int i = 0; i < run->user_count; i++) {
 		struct user_result *u = &run->users[i];
 
@@ -316,10 +312,7 @@ static void run_free(struct run *run)
 		trib_account_list_free(&run->users[i].list);
 	}
 	free(run->users);
-	trib_userdb_client_destroy(&run->userdb);
-	trib_loop_destroy(&run->loop);
-	trib_global_settings_free(&run->globals);
-	doveconf_free(&run->conf);
+	cli_env_close(&run->env);
 	free(run->fatal);
 }
 
@@ -341,7 +334,7 @@ static int parse_args(struct run *run, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "c:u:A", options, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			run->config = optarg;
+			run->options.config = optarg;
 			break;
 		case 'u':
 			run->user = optarg;
@@ -355,10 +348,10 @@ static int parse_args(struct run *run, int argc, char **argv)
 			run->json = true;
 			break;
 		case 's':
-			run->socket = optarg;
+			run->options.socket = optarg;
 			break;
 		case 'd':
-			run->doveconf_bin = optarg;
+			run->options.doveconf_bin = optarg;
 			break;
 		case 'h':
 			usage(stdout, run->check_only);
@@ -380,8 +373,6 @@ bad:
 static int run_command(int argc, char **argv, bool check_only)
 {
 	struct run run;
-	const char *error;
-	char *socket_path, *err = NULL;
 	unsigned int problems;
 	int ret;
 
@@ -391,31 +382,16 @@ static int run_command(int argc, char **argv, bool check_only)
 	if (ret != 0)
 		return ret > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 
-	if (doveconf_load(run.doveconf_bin, run.config, &run.conf, &err) < 0) {
-		cli_error("%s", err);
-		free(err);
-		return CLI_EXIT_CONFIG;
-	}
-	doveconf_layer(&run.conf, &run.global);
-	trib_global_settings_load(&run.global, run.conf.base_dir, &run.globals);
-
-	run.loop = trib_loop_create(&error);
-	if (run.loop == NULL) {
-		cli_error("%s", error);
+	ret = cli_env_load(&run.env, &run.options);
+	if (ret == CLI_EXIT_OK)
+		ret = cli_env_connect(&run.env, &run.options);
+	if (ret != CLI_EXIT_OK) {
 		run_free(&run);
-		return CLI_EXIT_SOFTWARE;
+		return ret;
 	}
-	cli_logger_init(&run.logger, false);
-	socket_path = run.socket != NULL
-			      ? trib_strdup(run.socket)
-			      : trib_strdup_printf("%s/tributary-userdb",
-						   run.conf.base_dir);
-	run.userdb = trib_userdb_client_create(run.loop, socket_path, 30,
-					       &run.logger);
-	free(socket_path);
 	if (run.all) {
 		run.pending = 1;
-		trib_userdb_list(run.userdb, list_done, &run);
+		trib_userdb_list(run.env.userdb, list_done, &run);
 	} else {
 		run.users = trib_calloc(1, sizeof(*run.users));
 		run.users[0].name = trib_strdup(run.user);
@@ -423,7 +399,7 @@ static int run_command(int argc, char **argv, bool check_only)
 		start_lookup(&run, 0);
 	}
 	while (!run.done)
-		trib_loop_run(run.loop);
+		trib_loop_run(run.env.loop);
 
 	if (run.fatal != NULL) {
 		cli_error("%s", run.fatal);

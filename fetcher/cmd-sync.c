@@ -3,6 +3,8 @@
 
 #include "cli.h"
 
+#include "cli-env.h"
+
 #include "account.h"
 #include "alloc.h"
 #include "doveconf.h"
@@ -23,16 +25,11 @@
 #include <sys/stat.h>
 
 struct sync_run {
-	const char *user, *account, *config, *doveconf_bin, *socket;
-	bool json, verbose;
+	const char *user, *account;
+	struct cli_env_options options;
+	bool json;
 	unsigned int lmtp_sessions;
-
-	struct doveconf conf;
-	struct trib_settings_layer global;
-	struct trib_global_settings globals;
-	struct trib_loop *loop;
-	struct trib_userdb_client *userdb;
-	struct trib_logger logger;
+	struct cli_env env;
 
 	bool looked_up, found;
 	char *user_name;
@@ -46,7 +43,7 @@ static void lookup_done(int result, const struct trib_userdb_user *user,
 	struct sync_run *run = context;
 
 	run->looked_up = true;
-	trib_loop_break(run->loop);
+	trib_loop_break(run->env.loop);
 	if (result < 0) {
 		run->lookup_error = trib_strdup(error);
 		return;
@@ -56,8 +53,8 @@ static void lookup_done(int result, const struct trib_userdb_user *user,
 	run->found = true;
 	run->user_name =
 		trib_strdup(user->name != NULL ? user->name : run->user);
-	cli_accounts_from_userdb(user, run->user_name, &run->global,
-				 &run->globals, &run->list);
+	cli_accounts_from_userdb(user, run->user_name, &run->env.global,
+				 &run->env.globals, &run->list);
 }
 
 static int exit_code(enum sync_status status)
@@ -130,7 +127,7 @@ static int sync_parse_args(struct sync_run *run, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "c:u:v", options, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			run->config = optarg;
+			run->options.config = optarg;
 			break;
 		case 'u':
 			run->user = optarg;
@@ -150,13 +147,13 @@ static int sync_parse_args(struct sync_run *run, int argc, char **argv)
 			run->lmtp_sessions = (unsigned int)n;
 			break;
 		case 's':
-			run->socket = optarg;
+			run->options.socket = optarg;
 			break;
 		case 'd':
-			run->doveconf_bin = optarg;
+			run->options.doveconf_bin = optarg;
 			break;
 		case 'v':
-			run->verbose = true;
+			run->options.verbose = true;
 			break;
 		case 'h':
 			sync_usage(stdout);
@@ -180,10 +177,7 @@ static void sync_run_free(struct sync_run *run)
 	trib_account_list_free(&run->list);
 	free(run->user_name);
 	free(run->lookup_error);
-	trib_userdb_client_destroy(&run->userdb);
-	trib_loop_destroy(&run->loop);
-	trib_global_settings_free(&run->globals);
-	doveconf_free(&run->conf);
+	cli_env_close(&run->env);
 }
 
 static json_object *result_json(const char *account,
@@ -206,21 +200,9 @@ static json_object *result_json(const char *account,
 	return obj;
 }
 
-/* Load the globals from doveconf; -1 with the error printed. */
-static int load_globals(const char *doveconf_bin, const char *config,
-			struct doveconf *conf,
-			struct trib_settings_layer *layer,
-			struct trib_global_settings *globals)
+/* The global settings' problems, one line each; -1 if there is any. */
+static int report_globals(const struct trib_global_settings *globals)
 {
-	char *err = NULL;
-
-	if (doveconf_load(doveconf_bin, config, conf, &err) < 0) {
-		cli_error("%s", err);
-		free(err);
-		return -1;
-	}
-	doveconf_layer(conf, layer);
-	trib_global_settings_load(layer, conf->base_dir, globals);
 	for (unsigned int i = 0; i < globals->error_count; i++)
 		cli_error("%s", globals->errors[i]);
 	return globals->error_count > 0 ? -1 : 0;
@@ -237,12 +219,12 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 
 	memset(&set, 0, sizeof(set));
 	set.user = run->user_name;
-	set.lmtp = run->globals.lmtp;
+	set.lmtp = run->env.globals.lmtp;
 	set.lmtp_sessions = run->lmtp_sessions;
 	set.state = state;
 	set.keys = keys;
-	set.logger = &run->logger;
-	if (!run->json && !run->verbose && progress_bar_wanted()) {
+	set.logger = &run->env.logger;
+	if (!run->json && !run->options.verbose && progress_bar_wanted()) {
 		progress_bar_init(&bar, stderr, run->user_name);
 		set.progress = progress_bar_update;
 		set.progress_context = &bar;
@@ -254,7 +236,7 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 		if (run->account != NULL && strcmp(a->name, run->account) != 0)
 			continue;
 		matched++;
-		sync_account(run->loop, &set, a, &result);
+		sync_account(run->env.loop, &set, a, &result);
 		if (!run->json && !result.skipped) {
 			printf("%s/%s: %u new, %u delivered, %u rejected, "
 			       "%u deferred",
@@ -295,35 +277,24 @@ int cmd_sync(int argc, char **argv)
 	enum sync_status status = SYNC_OK;
 	json_object *root = NULL, *jaccounts = NULL;
 	const char *error;
-	char *socket_path;
 	int ret;
 
 	memset(&run, 0, sizeof(run));
 	ret = sync_parse_args(&run, argc, argv);
 	if (ret != 0)
 		return ret > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-	if (load_globals(run.doveconf_bin, run.config, &run.conf, &run.global,
-			 &run.globals) < 0) {
+	ret = cli_env_load(&run.env, &run.options);
+	if (ret == CLI_EXIT_OK && report_globals(&run.env.globals) < 0)
+		ret = CLI_EXIT_CONFIG;
+	if (ret == CLI_EXIT_OK)
+		ret = cli_env_connect(&run.env, &run.options);
+	if (ret != CLI_EXIT_OK) {
 		sync_run_free(&run);
-		return CLI_EXIT_CONFIG;
+		return ret;
 	}
-	run.loop = trib_loop_create(&error);
-	if (run.loop == NULL) {
-		cli_error("%s", error);
-		sync_run_free(&run);
-		return CLI_EXIT_SOFTWARE;
-	}
-	cli_logger_init(&run.logger, run.verbose);
-	socket_path = run.socket != NULL
-			      ? trib_strdup(run.socket)
-			      : trib_strdup_printf("%s/tributary-userdb",
-						   run.conf.base_dir);
-	run.userdb = trib_userdb_client_create(run.loop, socket_path, 30,
-					       &run.logger);
-	free(socket_path);
-	trib_userdb_lookup(run.userdb, run.user, lookup_done, &run);
+	trib_userdb_lookup(run.env.userdb, run.user, lookup_done, &run);
 	while (!run.looked_up)
-		trib_loop_run(run.loop);
+		trib_loop_run(run.env.loop);
 	if (run.lookup_error != NULL) {
 		cli_error("%s", run.lookup_error);
 		sync_run_free(&run);
@@ -339,13 +310,13 @@ int cmd_sync(int argc, char **argv)
 		status = SYNC_CONFIG;
 	}
 
-	if (trib_trace_keys_load(run.globals.trace_key_file, &keys, &error) <
-	    0) {
+	if (trib_trace_keys_load(run.env.globals.trace_key_file, &keys,
+				 &error) < 0) {
 		cli_error("%s (run `tributary init` first)", error);
 		sync_run_free(&run);
 		return CLI_EXIT_CONFIG;
 	}
-	if (trib_state_open(run.globals.state_dir, run.user_name, &state,
+	if (trib_state_open(run.env.globals.state_dir, run.user_name, &state,
 			    &error) < 0) {
 		cli_error("%s: %s", run.user_name, error);
 		trib_trace_keys_destroy(&keys);
@@ -385,23 +356,23 @@ int cmd_init(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *config = NULL, *doveconf_bin = NULL, *error;
-	struct doveconf conf;
-	struct trib_settings_layer layer;
-	struct trib_global_settings globals;
+	struct cli_env_options opts;
+	struct cli_env env;
+	const char *error;
 	struct group *grp;
 	struct stat st;
 	gid_t gid = (gid_t)-1;
 	int c, ret = CLI_EXIT_OK;
 
+	memset(&opts, 0, sizeof(opts));
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "c:", options, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			config = optarg;
+			opts.config = optarg;
 			break;
 		case 'd':
-			doveconf_bin = optarg;
+			opts.doveconf_bin = optarg;
 			break;
 		case 'h':
 			printf("usage: tributary init [-c CONFIG]\n\nCreate "
@@ -417,35 +388,34 @@ int cmd_init(int argc, char **argv)
 		fprintf(stderr, "usage: tributary init [-c CONFIG]\n");
 		return CLI_EXIT_USAGE;
 	}
-	memset(&conf, 0, sizeof(conf));
-	memset(&globals, 0, sizeof(globals));
-	if (load_globals(doveconf_bin, config, &conf, &layer, &globals) < 0) {
-		trib_global_settings_free(&globals);
-		doveconf_free(&conf);
-		return CLI_EXIT_CONFIG;
+	ret = cli_env_load(&env, &opts);
+	if (ret == CLI_EXIT_OK && report_globals(&env.globals) < 0)
+		ret = CLI_EXIT_CONFIG;
+	if (ret != CLI_EXIT_OK) {
+		cli_env_close(&env);
+		return ret;
 	}
-	if (lstat(globals.trace_key_file, &st) == 0) {
+	if (lstat(env.globals.trace_key_file, &st) == 0) {
 		printf("trace key %s: exists already, left as it is\n",
-		       globals.trace_key_file);
+		       env.globals.trace_key_file);
 	} else {
 		grp = getgrnam("tributary-trace");
 		if (grp != NULL)
 			gid = grp->gr_gid;
-		if (trib_trace_key_generate(globals.trace_key_file, NULL, gid,
-					    &error) < 0) {
+		if (trib_trace_key_generate(env.globals.trace_key_file, NULL,
+					    gid, &error) < 0) {
 			cli_error("%s", error);
 			ret = CLI_EXIT_CONFIG;
 		} else {
 			printf("trace key %s: created (mode 0640%s%s)\n",
-			       globals.trace_key_file,
+			       env.globals.trace_key_file,
 			       grp != NULL ? ", group " : "",
 			       grp != NULL ? "tributary-trace" : "");
 		}
 	}
 	printf("vault key %s: not made yet (it comes with `tributary "
 	       "authorize`, for OAuth)\n",
-	       globals.vault_key_file);
-	trib_global_settings_free(&globals);
-	doveconf_free(&conf);
+	       env.globals.vault_key_file);
+	cli_env_close(&env);
 	return ret;
 }
