@@ -9,6 +9,9 @@ or temporary, 0 ok).
   - LMTP answers 451 to the first message's data, 250 after: deferred,
     delivered on the next pass, accepted exactly once.
   - LMTP answers 5xx to one message: rejected, shown, never retried.
+  - The LMTP connection closes in the middle of a message's data: it
+    and the rest of that session's messages are deferred, not half
+    delivered, and come once on the next pass.
   - The remote IMAP server drops the connection in the middle of a
     message's literal: the message before it is delivered once, the cut
     one not at all (nothing partial), and the next pass brings it once.
@@ -111,6 +114,10 @@ class FakeLmtp:
 
     def __init__(self, decide):
         self.decide = decide
+        # bytes: the first message whose data holds them has its
+        # connection closed after its first chunk, with no reply
+        self.cut_marker = None
+        self.cut_done = False
         self.lock = threading.Lock()
         self.log = []
         self.count = 0
@@ -190,6 +197,8 @@ class FakeLmtp:
                 if len(data) != size:
                     return
                 chunks.append(data)
+                if self.cut_now(b"".join(chunks)):
+                    return
                 if len(parts) > 2 and parts[2].upper() == "LAST":
                     body = b"".join(chunks)
                     chunks = []
@@ -198,6 +207,14 @@ class FakeLmtp:
                     send("250 2.0.0 %d octets received" % size)
             else:
                 send("500 5.5.1 unknown command")
+
+    def cut_now(self, data):
+        with self.lock:
+            if (self.cut_marker is None or self.cut_done or
+                    self.cut_marker not in data):
+                return False
+            self.cut_done = True
+            return True
 
     def accepted(self):
         """Message-ID -> number of 250s its data got."""
@@ -470,6 +487,42 @@ class TestSyncFaults(unittest.TestCase):
         self.assertEqual(len(accepted), 2)
         self.assertEqual(set(accepted.values()), {1})
         self.assertEqual(lmtp.offered(message_id(rejected[0])), 1)
+
+    def test_4_lmtp_drops_mid_message(self):
+        """The LMTP connection closes in the middle of a message's data
+        (a crashed LMTP process, a restarted Dovecot): that message and
+        whatever else that session had in flight are deferred, never
+        half delivered; the next pass brings them, each exactly once."""
+        harness("seed", DIR, "--user", "alice@example.com", "--mailbox",
+                "INBOX", "--count", "6", "--start", "301", "--size",
+                "200000")
+        lmtp = self.start_lmtp(lambda body, i: "250 2.0.0 fake: saved")
+        lmtp.cut_marker = b"Seed INBOX #303"
+        conf = self.lmtp_conf(lmtp)
+        code, out, err = sync(conf, "home")
+        self.assertEqual(code, 75, out + err)
+        new, delivered, rejected, deferred = summary(out, "home")
+        self.assertTrue(lmtp.cut_done)
+        self.assertGreaterEqual(deferred, 1, out)
+        self.assertEqual(delivered + deferred, new, out)
+        self.assertEqual(rejected, 0, out)
+        lines = error_lines(err)
+        self.assertEqual(len(lines), 1, err)
+        self.assertRegex(lines[0], r"^tributary: alice/home: (INBOX UID \d+ "
+                         r"deferred: |LMTP: ).*(closed|reset)")
+        accepted = lmtp.accepted()
+        self.assertEqual(len(accepted), delivered)
+        self.assertNotIn(b"<seed.inbox.000303.alice.at.example.com"
+                         b"@tributary.test>", accepted)
+
+        code, out, err = sync(conf, "home", check=0)
+        self.assertEqual(summary(out, "home"), (deferred, deferred, 0, 0),
+                         out + err)
+        accepted = lmtp.accepted()
+        self.assertEqual(len(accepted), new, accepted)
+        self.assertEqual(set(accepted.values()), {1}, accepted)
+        code, out, err = sync(conf, "home", check=0)
+        self.assertEqual(summary(out, "home"), (0, 0, 0, 0), out + err)
 
     def fake_account(self, port):
         with open(ENV["TRIB_TEST_ACCOUNTS_FILE"]) as f:
