@@ -13,14 +13,13 @@
 #include <cmocka.h>
 
 #include "alloc.h"
+#include "fake-peer.h"
 #include "imap-commands.h"
 #include "loop.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,101 +30,49 @@
 
 /* ---- the scripted server ---- */
 
-/* One step: wait for a client line starting with `expect` (after the
- * tag; NULL = send at once), then send `send` with every "%T" replaced by
- * the client's tag. send == CLOSE closes the connection. */
-#define CLOSE ((const char *)1)
-
-struct step {
-	const char *expect;
-	const char *send;
-};
-
+/* The script (fake-peer.h) sees a client line after its tag; a step's
+ * send has every "%T" replaced by that tag. The fake serves one
+ * connection. */
 struct fake {
-	struct trib_loop *loop;
-	struct evconnlistener *listener;
-	struct bufferevent *bev;
-	const struct step *script;
-	unsigned int pos, count;
-	unsigned int port;
-	bool closing;
-	char transcript[8192]; /* client lines, "|"-separated */
+	struct fake_peer *peer;
+	struct fake_peer_conn *conn;
+	struct fake_peer_script script;
 };
 
 static void fake_send(struct fake *f, const char *text, const char *tag)
 {
-	struct evbuffer *out = bufferevent_get_output(f->bev);
+	const char *p;
 
-	for (const char *p = text; *p != '\0'; p++) {
-		if (p[0] == '%' && p[1] == 'T') {
-			evbuffer_add(out, tag, strlen(tag));
-			p++;
-		} else {
-			evbuffer_add(out, p, 1);
-		}
+	while ((p = strstr(text, "%T")) != NULL) {
+		fake_peer_conn_write(f->conn, text, (size_t)(p - text));
+		fake_peer_conn_send(f->conn, tag);
+		text = p + 2;
 	}
-}
-
-static void fake_write(struct bufferevent *bev, void *ctx)
-{
-	struct fake *f = ctx;
-
-	/* called when the output buffer has drained */
-	if (f->closing && f->bev == bev) {
-		bufferevent_free(bev);
-		f->bev = NULL;
-	}
-}
-
-/* Close after everything queued has been written (bytes then EOF, as a
- * server dying mid-message looks on the wire). */
-static void fake_close_when_flushed(struct fake *f)
-{
-	f->closing = true;
-	if (evbuffer_get_length(bufferevent_get_output(f->bev)) == 0) {
-		bufferevent_free(f->bev);
-		f->bev = NULL;
-	} else {
-		bufferevent_setcb(f->bev, NULL, fake_write, NULL, f);
-	}
+	fake_peer_conn_send(f->conn, text);
 }
 
 static void fake_run_steps(struct fake *f, const char *tag, const char *rest)
 {
-	while (f->pos < f->count) {
-		const struct step *st = &f->script[f->pos];
+	const struct fake_peer_step *st;
 
-		if (st->expect != NULL) {
-			if (rest == NULL ||
-			    strncmp(rest, st->expect, strlen(st->expect)) != 0)
-				return;
-			rest = NULL; /* one line satisfies one expect */
-		}
-		f->pos++;
-		if (st->send == CLOSE) {
-			fake_close_when_flushed(f);
-			return;
-		}
+	while ((st = fake_peer_script_next(&f->script, f->conn, &rest)) != NULL)
 		fake_send(f, st->send, tag);
-	}
 }
 
-static void fake_read(struct bufferevent *bev, void *ctx)
+static void fake_input(struct fake_peer_conn *conn, void *context)
 {
-	struct fake *f = ctx;
+	struct fake *f = context;
 	char *line;
 	size_t len;
 
-	while (f->bev != NULL &&
-	       (line = evbuffer_readln(bufferevent_get_input(bev), &len,
+	while (fake_peer_conn_is_open(conn) &&
+	       (line = evbuffer_readln(fake_peer_conn_input(conn), &len,
 				       EVBUFFER_EOL_CRLF_STRICT)) != NULL) {
 		char tag[32] = "";
 		const char *rest = line;
 		const char *sp = strchr(line, ' ');
-		size_t used = strlen(f->transcript);
 
-		snprintf(f->transcript + used, sizeof(f->transcript) - used,
-			 "%s|", line);
+		fake_peer_transcript_add(f->peer, line);
 		if (sp != NULL && (size_t)(sp - line) < sizeof(tag)) {
 			memcpy(tag, line, (size_t)(sp - line));
 			rest = sp + 1;
@@ -135,63 +82,35 @@ static void fake_read(struct bufferevent *bev, void *ctx)
 	}
 }
 
-static void fake_event(struct bufferevent *bev, short events, void *ctx)
+static void fake_accepted(struct fake_peer_conn *conn, void *context)
 {
-	struct fake *f = ctx;
+	struct fake *f = context;
 
-	(void)events;
-	if (f->bev == bev) {
-		bufferevent_free(bev);
-		f->bev = NULL;
-	}
-}
-
-static void fake_accept(struct evconnlistener *listener, evutil_socket_t fd,
-			struct sockaddr *addr, int socklen, void *ctx)
-{
-	struct fake *f = ctx;
-
-	(void)listener;
-	(void)addr;
-	(void)socklen;
-	f->bev = bufferevent_socket_new(trib_loop_base(f->loop), fd,
-					BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(f->bev, fake_read, NULL, fake_event, f);
-	bufferevent_enable(f->bev, EV_READ | EV_WRITE);
+	assert_null(f->conn); /* the client connects once */
+	f->conn = conn;
 	fake_run_steps(f, "*", NULL);
 }
 
-static struct fake *fake_new(struct trib_loop *loop, const struct step *script,
+static const struct fake_peer_callbacks fake_callbacks = {
+	.accepted = fake_accepted,
+	.input = fake_input,
+};
+
+static struct fake *fake_new(struct trib_loop *loop,
+			     const struct fake_peer_step *script,
 			     unsigned int count)
 {
 	struct fake *f = trib_calloc(1, sizeof(*f));
-	union {
-		struct sockaddr sa;
-		struct sockaddr_in sin;
-	} addr;
-	socklen_t len = sizeof(addr);
 
-	f->loop = loop;
-	f->script = script;
-	f->count = count;
-	memset(&addr, 0, sizeof(addr));
-	addr.sin.sin_family = AF_INET;
-	addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	f->listener = evconnlistener_new_bind(
-		trib_loop_base(loop), fake_accept, f,
-		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 4, &addr.sa,
-		sizeof(addr.sin));
-	assert_non_null(f->listener);
-	getsockname(evconnlistener_get_fd(f->listener), &addr.sa, &len);
-	f->port = ntohs(addr.sin.sin_port);
+	f->script.steps = script;
+	f->script.count = count;
+	f->peer = fake_peer_create(loop, NULL, &fake_callbacks, f);
 	return f;
 }
 
 static void fake_free(struct fake **f)
 {
-	if ((*f)->bev != NULL)
-		bufferevent_free((*f)->bev);
-	evconnlistener_free((*f)->listener);
+	fake_peer_destroy(&(*f)->peer);
 	free(*f);
 	*f = NULL;
 }
@@ -247,7 +166,7 @@ static void run_loop(struct fixture *fx, unsigned int ms)
 	event_base_dispatch(trib_loop_base(fx->loop));
 }
 
-static struct fixture *fixture_new(const struct step *script,
+static struct fixture *fixture_new(const struct fake_peer_step *script,
 				   unsigned int count)
 {
 	struct fixture *fx = trib_calloc(1, sizeof(*fx));
@@ -261,7 +180,7 @@ static struct fixture *fixture_new(const struct step *script,
 	fx->loop = trib_loop_create(&error);
 	assert_non_null(fx->loop);
 	fx->fake = fake_new(fx->loop, script, count);
-	set.port = fx->fake->port;
+	set.port = fake_peer_port(fx->fake->peer);
 	fx->client = trib_imap_client_create(fx->loop, &set, &error);
 	assert_non_null(fx->client);
 	trib_imap_client_set_event_handler(fx->client, event_cb, fx);
@@ -285,7 +204,7 @@ static void fixture_free(struct fixture **fx)
 
 static void test_greeting_and_noop(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "NOOP", "* 4 EXISTS\r\n* 2 EXPUNGE\r\n"
 			  "* OK [ALERT] maintenance at 5\r\n"
@@ -309,13 +228,13 @@ static void test_greeting_and_noop(void **state)
 	assert_int_equal(fx->events[TRIB_IMAP_EVENT_ALERT], 1);
 	assert_int_equal(fx->events[TRIB_IMAP_EVENT_THROTTLED], 1);
 	assert_string_equal(fx->alert, "maintenance at 5");
-	assert_string_equal(fx->fake->transcript, "t1 NOOP|");
+	assert_string_equal(fake_peer_transcript(fx->fake->peer), "t1 NOOP|");
 	fixture_free(&fx);
 }
 
 static void test_capability_asked_when_not_in_greeting(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, "* OK hello\r\n" },
 		{ "CAPABILITY", "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n"
 				"%T OK\r\n" },
@@ -325,13 +244,14 @@ static void test_capability_asked_when_not_in_greeting(void **state)
 	(void)state;
 	assert_int_equal(fx->connect.status, TRIB_IMAP_STATUS_OK);
 	assert_true(trib_imap_client_has_capability(fx->client, "AUTH=PLAIN"));
-	assert_string_equal(fx->fake->transcript, "t1 CAPABILITY|");
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
+			    "t1 CAPABILITY|");
 	fixture_free(&fx);
 }
 
 static void test_malformed_response_drops_connection(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "NOOP", "* 3 FETCH (UID {99999999999999999999}\r\n" },
 	};
@@ -402,11 +322,11 @@ static const struct trib_imap_fetch_handler seen_handler = {
 
 static void test_drop_mid_literal(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "UID FETCH", "* 1 FETCH (UID 7 BODY[] {100}\r\n"
 			       "From: a@example.com\r\n\r\nonly part" },
-		{ NULL, CLOSE },
+		{ NULL, FAKE_PEER_CLOSE },
 	};
 	struct fixture *fx = fixture_new(script, 3);
 	struct fetch_seen seen = { 0 };
@@ -429,7 +349,7 @@ static void test_drop_mid_literal(void **state)
 
 static void test_literal_streamed_and_message_reported(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "UID FETCH",
 		  "* 1 FETCH (UID 7 RFC822.SIZE 10 BODY[] {10}\r\n0123456789 "
@@ -454,7 +374,7 @@ static void test_literal_streamed_and_message_reported(void **state)
 
 static void test_unknown_tag(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "NOOP", "zz9 OK what\r\n" },
 	};
@@ -472,11 +392,11 @@ static void test_unknown_tag(void **state)
 
 static void test_bye_then_close(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "NOOP",
 		  "* BYE Session invalidated - AccessTokenExpired\r\n" },
-		{ NULL, CLOSE },
+		{ NULL, FAKE_PEER_CLOSE },
 	};
 	struct fixture *fx = fixture_new(script, 3);
 	struct result noop = { 0 }, later = { 0 };
@@ -501,7 +421,7 @@ static void test_bye_then_close(void **state)
 
 static void test_throttled_is_wait(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "NOOP", "%T NO [THROTTLED] slow down\r\n" },
 		{ "NOOP", "%T NO [UNAVAILABLE] try later\r\n" },
@@ -522,7 +442,8 @@ static void test_throttled_is_wait(void **state)
 	assert_int_equal(r[2].error_class, TRIB_ERR_PERM);
 	assert_non_null(strstr(r[0].error, "NOOP failed: NO [THROTTLED]"));
 	/* pipelined: all three were sent before any reply */
-	assert_string_equal(fx->fake->transcript, "t1 NOOP|t2 NOOP|t3 NOOP|");
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
+			    "t1 NOOP|t2 NOOP|t3 NOOP|");
 	fixture_free(&fx);
 }
 
@@ -535,7 +456,7 @@ static void select_cb(const struct trib_imap_reply *reply,
 
 static void test_barrier_waits(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "NOOP", "" },
 		{ "SELECT", "* 2 EXISTS\r\n* OK [UIDVALIDITY 9] x\r\n"
@@ -550,7 +471,7 @@ static void test_barrier_waits(void **state)
 	trib_imap_noop(fx->client, result_cb, &after);
 	run_loop(fx, 200);
 	/* SELECT waits for the NOOP in flight; nothing follows SELECT */
-	assert_string_equal(fx->fake->transcript, "t1 NOOP|");
+	assert_string_equal(fake_peer_transcript(fx->fake->peer), "t1 NOOP|");
 	fixture_free(&fx);
 	assert_int_equal(noop.calls, 1);
 	assert_int_equal(select.calls, 1);
@@ -561,7 +482,7 @@ static void test_barrier_waits(void **state)
 
 static void test_preauth_in_clear_refused(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, "* PREAUTH [CAPABILITY IMAP4rev1] welcome\r\n" },
 	};
 	struct fixture *fx = fixture_new(script, 1);
@@ -575,7 +496,7 @@ static void test_preauth_in_clear_refused(void **state)
 
 static void test_bye_greeting(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, "* BYE too many connections\r\n" },
 	};
 	struct fixture *fx = fixture_new(script, 1);

@@ -13,48 +13,30 @@
 #include <cmocka.h>
 
 #include "alloc.h"
+#include "fake-peer.h"
 #include "lmtp-client.h"
 #include "loop.h"
 
-#include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 /* ---- the scripted server ---- */
 
-/* One step: wait for a client command starting with `expect` (NULL =
- * right after the previous step), then send `send`. A BDAT command
- * counts once its data is read; the end of DATA's data is the command
- * ".". A step whose expect is "DATA" and whose send starts with 354
- * switches to reading the data. send == CLOSE closes the connection. */
-#define CLOSE ((const char *)1)
+/* The script (fake-peer.h) sees client commands: a BDAT command counts
+ * once its data is read; the end of DATA's data is the command ".". A
+ * step whose expect is "DATA" and whose send starts with 354 switches to
+ * reading the data. */
 #define MAX_BODIES 16
 
-struct step {
-	const char *expect;
-	const char *send;
-};
-
 struct fake {
-	struct trib_loop *loop;
-	struct evconnlistener *listener;
-	struct bufferevent *bev;
-	const struct step *script;
-	unsigned int pos, count;
-	unsigned int port;
-	char unix_path[108];
-	bool closing;
-	unsigned int connections;
+	struct fake_peer *peer;
+	struct fake_peer_conn *conn; /* the one connection */
+	struct fake_peer_script script;
 
 	bool in_bdat, in_data;
 	size_t bdat_left;
@@ -64,62 +46,20 @@ struct fake {
 	char *bodies[MAX_BODIES];
 	size_t body_len[MAX_BODIES];
 	unsigned int body_count;
-
-	char transcript[16384]; /* client commands, "|"-separated */
 };
-
-static void fake_write_cb(struct bufferevent *bev, void *ctx)
-{
-	struct fake *f = ctx;
-
-	if (f->closing && f->bev == bev) {
-		bufferevent_free(bev);
-		f->bev = NULL;
-	}
-}
-
-static void fake_close_when_flushed(struct fake *f)
-{
-	f->closing = true;
-	if (evbuffer_get_length(bufferevent_get_output(f->bev)) == 0) {
-		bufferevent_free(f->bev);
-		f->bev = NULL;
-	} else {
-		bufferevent_setcb(f->bev, NULL, fake_write_cb, NULL, f);
-	}
-}
 
 static void fake_push(struct fake *f, const char *text)
 {
-	if (f->bev != NULL)
-		evbuffer_add(bufferevent_get_output(f->bev), text,
-			     strlen(text));
-}
-
-static void fake_log(struct fake *f, const char *cmd)
-{
-	size_t used = strlen(f->transcript);
-
-	snprintf(f->transcript + used, sizeof(f->transcript) - used, "%s|",
-		 cmd);
+	if (f->conn != NULL)
+		fake_peer_conn_send(f->conn, text);
 }
 
 static void fake_command(struct fake *f, const char *cmd)
 {
-	while (f->pos < f->count && f->bev != NULL) {
-		const struct step *st = &f->script[f->pos];
+	const struct fake_peer_step *st;
 
-		if (st->expect != NULL) {
-			if (cmd == NULL ||
-			    strncmp(cmd, st->expect, strlen(st->expect)) != 0)
-				return;
-			cmd = NULL; /* one command satisfies one expect */
-		}
-		f->pos++;
-		if (st->send == CLOSE) {
-			fake_close_when_flushed(f);
-			return;
-		}
+	while ((st = fake_peer_script_next(&f->script, f->conn, &cmd)) !=
+	       NULL) {
 		if (st->expect != NULL && strcmp(st->expect, "DATA") == 0 &&
 		    strncmp(st->send, "354", 3) == 0)
 			f->in_data = true;
@@ -163,21 +103,21 @@ static bool fake_read_data(struct fake *f, struct evbuffer *input)
 	evbuffer_free(data);
 	f->in_data = false;
 	fake_body_done(f, len);
-	fake_log(f, ".");
+	fake_peer_transcript_add(f->peer, ".");
 	fake_command(f, ".");
 	return true;
 }
 
-static void fake_read(struct bufferevent *bev, void *ctx)
+static void fake_input(struct fake_peer_conn *conn, void *context)
 {
-	struct fake *f = ctx;
+	struct fake *f = context;
 	struct evbuffer *input = f->input;
 	char *line;
 	size_t len;
 
 	/* bufferevent input can't be appended to: work on our own */
-	evbuffer_add_buffer(input, bufferevent_get_input(bev));
-	while (f->bev != NULL && !f->closing) {
+	evbuffer_add_buffer(input, fake_peer_conn_input(conn));
+	while (fake_peer_conn_is_open(conn)) {
 		if (f->in_bdat) {
 			len = evbuffer_get_length(input);
 			if (len > f->bdat_left)
@@ -199,7 +139,7 @@ static void fake_read(struct bufferevent *bev, void *ctx)
 		line = evbuffer_readln(input, &len, EVBUFFER_EOL_CRLF_STRICT);
 		if (line == NULL)
 			break;
-		fake_log(f, line);
+		fake_peer_transcript_add(f->peer, line);
 		if (strncmp(line, "BDAT ", 5) == 0) {
 			f->in_bdat = true;
 			f->bdat_left = strtoul(line + 5, NULL, 10);
@@ -212,73 +152,32 @@ static void fake_read(struct bufferevent *bev, void *ctx)
 	}
 }
 
-static void fake_event(struct bufferevent *bev, short events, void *ctx)
+static void fake_accepted(struct fake_peer_conn *conn, void *context)
 {
-	struct fake *f = ctx;
+	struct fake *f = context;
 
-	(void)events;
-	if (f->bev == bev) {
-		bufferevent_free(bev);
-		f->bev = NULL;
-	}
-}
-
-static void fake_accept(struct evconnlistener *listener, evutil_socket_t fd,
-			struct sockaddr *addr, int socklen, void *ctx)
-{
-	struct fake *f = ctx;
-
-	(void)listener;
-	(void)addr;
-	(void)socklen;
-	f->connections++;
-	f->bev = bufferevent_socket_new(trib_loop_base(f->loop), fd,
-					BEV_OPT_CLOSE_ON_FREE);
-	bufferevent_setcb(f->bev, fake_read, NULL, fake_event, f);
-	bufferevent_enable(f->bev, EV_READ | EV_WRITE);
+	assert_null(f->conn); /* the client never connects again */
+	f->conn = conn;
 	fake_command(f, NULL);
 }
 
-static struct fake *fake_new(struct trib_loop *loop, const struct step *script,
+static const struct fake_peer_callbacks fake_callbacks = {
+	.accepted = fake_accepted,
+	.input = fake_input,
+};
+
+static struct fake *fake_new(struct trib_loop *loop,
+			     const struct fake_peer_step *script,
 			     unsigned int count, bool unix_socket)
 {
 	struct fake *f = trib_calloc(1, sizeof(*f));
-	union {
-		struct sockaddr sa;
-		struct sockaddr_in sin;
-		struct sockaddr_un sun;
-	} addr;
-	socklen_t len = sizeof(addr);
 
-	f->loop = loop;
-	f->script = script;
-	f->count = count;
+	f->script.steps = script;
+	f->script.count = count;
 	f->body = evbuffer_new();
 	f->input = evbuffer_new();
-	memset(&addr, 0, sizeof(addr));
-	if (unix_socket) {
-		snprintf(f->unix_path, sizeof(f->unix_path),
-			 "/tmp/test-lmtp-client.%ld.sock", (long)getpid());
-		unlink(f->unix_path);
-		addr.sun.sun_family = AF_UNIX;
-		memcpy(addr.sun.sun_path, f->unix_path,
-		       strlen(f->unix_path) + 1);
-		len = sizeof(addr.sun);
-	} else {
-		addr.sin.sin_family = AF_INET;
-		addr.sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		len = sizeof(addr.sin);
-	}
-	f->listener = evconnlistener_new_bind(
-		trib_loop_base(loop), fake_accept, f,
-		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 4, &addr.sa,
-		(int)len);
-	assert_non_null(f->listener);
-	if (!unix_socket) {
-		len = sizeof(addr);
-		getsockname(evconnlistener_get_fd(f->listener), &addr.sa, &len);
-		f->port = ntohs(addr.sin.sin_port);
-	}
+	f->peer = fake_peer_create(loop, unix_socket ? "lmtp" : NULL,
+				   &fake_callbacks, f);
 	return f;
 }
 
@@ -286,11 +185,7 @@ static void fake_free(struct fake **_f)
 {
 	struct fake *f = *_f;
 
-	if (f->bev != NULL)
-		bufferevent_free(f->bev);
-	evconnlistener_free(f->listener);
-	if (f->unix_path[0] != '\0')
-		unlink(f->unix_path);
+	fake_peer_destroy(&f->peer);
 	for (unsigned int i = 0; i < f->body_count; i++)
 		free(f->bodies[i]);
 	evbuffer_free(f->body);
@@ -379,7 +274,7 @@ static void run_loop(struct fixture *fx, unsigned int ms)
 			run_loop(fx, 5);                                       \
 	} while (0)
 
-static struct fixture *fixture_new_ex(const struct step *script,
+static struct fixture *fixture_new_ex(const struct fake_peer_step *script,
 				      unsigned int count,
 				      const struct trib_lmtp_client_settings *s,
 				      bool unix_socket)
@@ -396,10 +291,10 @@ static struct fixture *fixture_new_ex(const struct step *script,
 	fx->fake = fake_new(fx->loop, script, count, unix_socket);
 	if (unix_socket)
 		snprintf(address, sizeof(address), "unix:%s",
-			 fx->fake->unix_path);
+			 fake_peer_unix_path(fx->fake->peer));
 	else
 		snprintf(address, sizeof(address), "127.0.0.1:%u",
-			 fx->fake->port);
+			 fake_peer_port(fx->fake->peer));
 	set.address = address;
 	if (set.reply_timeout_secs == 0)
 		set.reply_timeout_secs = 10;
@@ -409,7 +304,7 @@ static struct fixture *fixture_new_ex(const struct step *script,
 	return fx;
 }
 
-static struct fixture *fixture_new(const struct step *script,
+static struct fixture *fixture_new(const struct fake_peer_step *script,
 				   unsigned int count,
 				   const struct trib_lmtp_client_settings *s)
 {
@@ -475,7 +370,7 @@ static void test_pipelined_bdat(void **state)
 {
 	/* nothing is answered before every command of both messages is in:
 	 * a client that waited for replies would never finish */
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, "" },
 		{ "RCPT TO:<alice>", "" },
@@ -500,7 +395,7 @@ static void test_pipelined_bdat(void **state)
 	assert_int_equal(o1.calls + o2.calls, 0); /* never inside a call */
 	assert_int_equal(trib_lmtp_client_messages_pending(fx->client), 2);
 	RUN_UNTIL(fx, o1.calls > 0 && o2.calls > 0);
-	assert_string_equal(fx->fake->transcript, HELLO_T MAIL8
+	assert_string_equal(fake_peer_transcript(fx->fake->peer), HELLO_T MAIL8
 			    "|RCPT TO:<alice>|BDAT 6 LAST|RSET|" MAIL8
 			    "|RCPT TO:<alice+Work>|BDAT 9 LAST|");
 	assert_int_equal(o1.calls, 1);
@@ -523,7 +418,7 @@ static void test_pipelined_bdat(void **state)
 
 static void test_large_waits_for_rcpt_then_chunks(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", "" }, /* withheld: pushed below */
@@ -543,16 +438,18 @@ static void test_large_waits_for_rcpt_then_chunks(void **state)
 	write_str(msg, "abcdefghij", 10);
 	run_loop(fx, 50);
 	/* no body byte before the RCPT reply */
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    HELLO_T MAIL8 "|RCPT TO:<alice>|");
 	assert_int_equal(trib_lmtp_client_queued(fx->client), 20);
 	fake_push(fx->fake, OK_RCPT);
-	RUN_UNTIL(fx, strstr(fx->fake->transcript, "BDAT 20|") != NULL);
+	RUN_UNTIL(fx, strstr(fake_peer_transcript(fx->fake->peer),
+			     "BDAT 20|") != NULL);
 	write_str(msg, "klmno", 5);
-	RUN_UNTIL(fx, strstr(fx->fake->transcript, "BDAT 5|") != NULL);
+	RUN_UNTIL(fx, strstr(fake_peer_transcript(fx->fake->peer), "BDAT 5|") !=
+			      NULL);
 	trib_lmtp_message_finish(&msg);
 	RUN_UNTIL(fx, o.calls > 0);
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    HELLO_T MAIL8 "|RCPT TO:<alice>|BDAT 20|BDAT "
 					  "5|BDAT 0 LAST|");
 	assert_int_equal(o.calls, 1);
@@ -565,7 +462,7 @@ static void test_large_waits_for_rcpt_then_chunks(void **state)
 
 static void test_rcpt_refused_large_sends_no_body(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<nobody>",
@@ -598,7 +495,7 @@ static void test_rcpt_refused_large_sends_no_body(void **state)
 	trib_lmtp_message_finish(&msg);
 	send_message(fx, "alice", "abc", 3, &o2);
 	RUN_UNTIL(fx, o2.calls > 0);
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    HELLO_T MAIL8 "|RCPT TO:<nobody>|RSET|" MAIL8
 					  "|RCPT TO:<alice>|BDAT 3 LAST|");
 	assert_int_equal(o.calls, 1);
@@ -610,7 +507,7 @@ static void test_rcpt_refused_large_sends_no_body(void **state)
  * LAST is answered with a 503 (Dovecot) or not at all (RFC 2033 4.3). */
 static void five_xx_one_of_three(const char *bdat_reply)
 {
-	const struct step script[] = {
+	const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", OK_RCPT },
@@ -654,7 +551,7 @@ static void test_5xx_one_of_several(void **state)
 
 static void test_4xx_then_250(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", OK_RCPT },
@@ -681,7 +578,7 @@ static void test_4xx_then_250(void **state)
 	RUN_UNTIL(fx, o2.calls > 0);
 	assert_int_equal(o2.error_class, TRIB_OK);
 	assert_int_equal(o1.calls + o2.calls, 2);
-	assert_string_equal(fx->fake->transcript, HELLO_T MAIL8
+	assert_string_equal(fake_peer_transcript(fx->fake->peer), HELLO_T MAIL8
 			    "|RCPT TO:<alice>|BDAT 4 LAST|RSET|" MAIL8
 			    "|RCPT TO:<alice>|BDAT 4 LAST|");
 	fixture_free(&fx);
@@ -689,7 +586,7 @@ static void test_4xx_then_250(void **state)
 
 static void test_data_dot_stuffing(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "LHLO localhost", LHLO_NO_CHUNKING },
 		{ "MAIL FROM:<>", OK_MAIL },
@@ -720,7 +617,8 @@ static void test_data_dot_stuffing(void **state)
 				      &o[0]);
 	/* before the 354: held */
 	write_str(msg, ".x\r\n", 4);
-	RUN_UNTIL(fx, strstr(fx->fake->transcript, "DATA|") != NULL);
+	RUN_UNTIL(fx, strstr(fake_peer_transcript(fx->fake->peer), "DATA|") !=
+			      NULL);
 	run_loop(fx, 20);
 	/* a chunk boundary right after CRLF, a dot after a bare LF, a line
 	 * that is only dots, and no final line break */
@@ -736,7 +634,7 @@ static void test_data_dot_stuffing(void **state)
 				      &o[2]);
 	trib_lmtp_message_finish(&msg);
 	RUN_UNTIL(fx, o[2].calls > 0);
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    HELLO_T "MAIL FROM:<>|RCPT TO:<alice>|DATA|.|RSET|"
 				    "MAIL FROM:<>|RCPT TO:<alice>|DATA|.|RSET|"
 				    "MAIL FROM:<>|RCPT TO:<alice>|DATA|.|");
@@ -753,12 +651,12 @@ static void test_data_dot_stuffing(void **state)
 
 static void test_server_closes_mid_message(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", OK_RCPT },
 		{ "BDAT 10", "250 2.0.0 Added 10 octets\r\n" },
-		{ NULL, CLOSE },
+		{ NULL, FAKE_PEER_CLOSE },
 	};
 	struct trib_lmtp_client_settings set = { .pipeline_max_size = 5 };
 	struct fixture *fx = fixture_new(script, TRIB_N_ELEMENTS(script), &set);
@@ -785,7 +683,7 @@ static void test_server_closes_mid_message(void **state)
 	/* the handle outlives the session: writes are dropped */
 	write_str(msg, "more", 4);
 	trib_lmtp_message_finish(&msg);
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    HELLO_T MAIL8 "|RCPT TO:<alice>|BDAT 10|");
 	fixture_free(&fx);
 	assert_int_equal(o.calls, 1);
@@ -794,11 +692,11 @@ static void test_server_closes_mid_message(void **state)
 static void test_lost_before_final_reply(void **state)
 {
 	/* the data went out in full, the reply never came */
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", OK_RCPT },
-		{ "BDAT 5 LAST", CLOSE },
+		{ "BDAT 5 LAST", FAKE_PEER_CLOSE },
 	};
 	struct fixture *fx = fixture_new(script, TRIB_N_ELEMENTS(script), NULL);
 	struct outcome o = { 0 };
@@ -820,7 +718,7 @@ static void test_lost_before_final_reply(void **state)
 
 static void test_malformed_reply(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, "25O 2.1.0 OK\r\n" },
 	};
@@ -839,7 +737,7 @@ static void test_malformed_reply(void **state)
 static void test_huge_reply_line(void **state)
 {
 	static char huge[100 * 1024];
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, huge },
 	};
@@ -860,7 +758,7 @@ static void test_huge_reply_line(void **state)
 
 static void test_multiline_reply_and_unexpected(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", "452-4.2.2 <alice> Mailbox is full\r\n"
@@ -886,7 +784,7 @@ static void test_multiline_reply_and_unexpected(void **state)
 
 static void test_unsolicited_replies(void **state)
 {
-	static const struct step script[] = { HELLO };
+	static const struct fake_peer_step script[] = { HELLO };
 	struct fixture *fx;
 
 	(void)state;
@@ -909,7 +807,7 @@ static void test_unsolicited_replies(void **state)
 
 static void test_abort_mid_bdat_sends_rset(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", OK_RCPT },
@@ -927,7 +825,8 @@ static void test_abort_mid_bdat_sends_rset(void **state)
 	(void)state;
 	msg = trib_lmtp_message_begin(fx->client, "alice", 30, outcome_cb, &o);
 	write_str(msg, "0123456789", 10);
-	RUN_UNTIL(fx, strstr(fx->fake->transcript, "BDAT 10|") != NULL);
+	RUN_UNTIL(fx, strstr(fake_peer_transcript(fx->fake->peer),
+			     "BDAT 10|") != NULL);
 	trib_lmtp_message_abort(&msg, "remote literal cut");
 	assert_null(msg);
 	assert_int_equal(o.calls, 0);
@@ -939,7 +838,7 @@ static void test_abort_mid_bdat_sends_rset(void **state)
 					"remote literal cut"));
 	assert_int_equal(o2.error_class, TRIB_OK);
 	/* never "BDAT ... LAST" for the aborted one */
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    HELLO_T MAIL8 "|RCPT TO:<alice>|BDAT 10|RSET|" MAIL8
 					  "|RCPT TO:<alice>|BDAT 5 LAST|");
 	fixture_free(&fx);
@@ -947,7 +846,7 @@ static void test_abort_mid_bdat_sends_rset(void **state)
 
 static void test_abort_small_before_finish(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", OK_RCPT },
@@ -960,13 +859,15 @@ static void test_abort_small_before_finish(void **state)
 	(void)state;
 	msg = trib_lmtp_message_begin(fx->client, "alice", 100, outcome_cb, &o);
 	write_str(msg, "part", 4);
-	RUN_UNTIL(fx, strstr(fx->fake->transcript, "RCPT") != NULL);
+	RUN_UNTIL(fx,
+		  strstr(fake_peer_transcript(fx->fake->peer), "RCPT") != NULL);
 	trib_lmtp_message_abort(&msg, "cut");
-	RUN_UNTIL(fx, strstr(fx->fake->transcript, "RSET") != NULL);
+	RUN_UNTIL(fx,
+		  strstr(fake_peer_transcript(fx->fake->peer), "RSET") != NULL);
 	run_loop(fx, 20);
 	assert_int_equal(o.calls, 1);
 	assert_int_equal(o.error_class, TRIB_ERR_CANCELED);
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    HELLO_T MAIL8 "|RCPT TO:<alice>|RSET|");
 	assert_int_equal(fx->fake->body_count, 0);
 	fixture_free(&fx);
@@ -974,7 +875,7 @@ static void test_abort_small_before_finish(void **state)
 
 static void test_abort_during_data_closes(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "LHLO localhost", LHLO_NO_CHUNKING },
 		{ "MAIL FROM:<>", OK_MAIL },
@@ -989,7 +890,8 @@ static void test_abort_during_data_closes(void **state)
 	msg = trib_lmtp_message_begin(fx->client, "alice", 100, outcome_cb, &o);
 	send_message(fx, "bob", "b\n", 2, &o2);
 	write_str(msg, "part of it\r\n", 12);
-	RUN_UNTIL(fx, strstr(fx->fake->transcript, "DATA|") != NULL);
+	RUN_UNTIL(fx, strstr(fake_peer_transcript(fx->fake->peer), "DATA|") !=
+			      NULL);
 	run_loop(fx, 50);
 	trib_lmtp_message_abort(&msg, "cut");
 	RUN_UNTIL(fx, fx->closed > 0);
@@ -1000,7 +902,7 @@ static void test_abort_during_data_closes(void **state)
 	assert_int_equal(o2.error_class, TRIB_ERR_TEMP);
 	assert_non_null(strstr(fx->closed_error, "aborted during DATA"));
 	/* the end marker never went out */
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    HELLO_T "MAIL FROM:<>|RCPT TO:<alice>|DATA|");
 	assert_true(fx->fake->in_data);
 	fixture_free(&fx);
@@ -1008,7 +910,7 @@ static void test_abort_during_data_closes(void **state)
 
 static void test_destroy_with_messages_pending(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, "" },
 	};
@@ -1059,7 +961,7 @@ static void destroy_in_callback(const struct trib_lmtp_reply *reply,
 
 static void test_destroy_inside_callback(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", "550 5.1.1 no\r\n" },
@@ -1086,7 +988,7 @@ static void test_destroy_inside_callback(void **state)
 
 static void test_recipients(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<\"alice+My \\\"Folder\\\"\">", OK_RCPT },
@@ -1111,7 +1013,7 @@ static void test_recipients(void **state)
 	assert_null(strchr(o[1].error, '\n'));
 	assert_int_equal(o[2].error_class, TRIB_OK);
 	assert_string_equal(
-		fx->fake->transcript, HELLO_T MAIL8
+		fake_peer_transcript(fx->fake->peer), HELLO_T MAIL8
 		"|RCPT TO:<\"alice+My \\\"Folder\\\"\">|BDAT 1 "
 		"LAST|RSET|" MAIL8
 		"|RCPT TO:<alice+Lists/Tributary@example.com>|BDAT 1 LAST|");
@@ -1120,7 +1022,7 @@ static void test_recipients(void **state)
 
 static void test_back_pressure(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, OK_MAIL },
 		{ "RCPT TO:<alice>", "" },
@@ -1151,7 +1053,8 @@ static void test_back_pressure(void **state)
 	RUN_UNTIL(fx, fx->drained > 0);
 	assert_int_equal(fx->drained, 1);
 	assert_false(trib_lmtp_client_is_full(fx->client));
-	RUN_UNTIL(fx, strstr(fx->fake->transcript, "BDAT 3000|") != NULL);
+	RUN_UNTIL(fx, strstr(fake_peer_transcript(fx->fake->peer),
+			     "BDAT 3000|") != NULL);
 	assert_int_equal(fx->fake->body_len[0], 3000);
 	trib_lmtp_message_abort(&msg, "test over");
 	fixture_free(&fx);
@@ -1160,7 +1063,7 @@ static void test_back_pressure(void **state)
 
 static void test_no_pipelining(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, GREETING },
 		{ "LHLO localhost", "250-fake\r\n250 CHUNKING\r\n" },
 		{ "MAIL FROM:<>", "" },
@@ -1174,20 +1077,21 @@ static void test_no_pipelining(void **state)
 	send_message(fx, "alice", "hi", 2, &o);
 	run_loop(fx, 50);
 	/* one command at a time */
-	assert_string_equal(fx->fake->transcript, HELLO_T "MAIL FROM:<>|");
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
+			    HELLO_T "MAIL FROM:<>|");
 	fake_push(fx->fake, OK_MAIL);
 	RUN_UNTIL(fx, o.calls > 0);
 	assert_int_equal(o.error_class, TRIB_OK);
 	assert_string_equal(o.enhanced, "");
 	assert_string_equal(o.text, "Saved");
-	assert_string_equal(fx->fake->transcript, HELLO_T
+	assert_string_equal(fake_peer_transcript(fx->fake->peer), HELLO_T
 			    "MAIL FROM:<>|RCPT TO:<alice>|BDAT 2 LAST|");
 	fixture_free(&fx);
 }
 
 static void test_unix_socket_and_custom_sender(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ "MAIL FROM:<postmaster@example.com> BODY=8BITMIME", OK_MAIL },
 		{ "RCPT TO:<alice>", OK_RCPT },
@@ -1206,13 +1110,13 @@ static void test_unix_socket_and_custom_sender(void **state)
 	assert_int_equal(fx->ready, 1);
 	assert_int_equal(o.error_class, TRIB_OK);
 	assert_string_equal(trib_lmtp_client_name(fx->client) + 5,
-			    fx->fake->unix_path);
+			    fake_peer_unix_path(fx->fake->peer));
 	fixture_free(&fx);
 }
 
 static void test_greeting_refused_and_missing_socket(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ NULL, "554 5.3.2 not now\r\n" },
 	};
 	struct trib_lmtp_client_settings set = {
@@ -1256,7 +1160,7 @@ static void test_greeting_refused_and_missing_socket(void **state)
 
 static void test_timeout(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		HELLO,
 		{ MAIL8, "" },
 	};

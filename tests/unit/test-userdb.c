@@ -13,140 +13,84 @@
 #include <cmocka.h>
 
 #include "alloc.h"
+#include "fake-peer.h"
 #include "loop.h"
 #include "userdb.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/listener.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #define GREETING "VERSION\t1\t1\nSPID\t4242\n"
-#define CLOSE ((const char *)1)
-#define MAX_CONNS 8
 
 /* ---- the scripted auth service ---- */
 
-/* Wait for a request line starting with expect (NULL: go on at once),
- * then send `send` on the connection that sent it, with "%I" replaced by
- * that line's id and "%1".."%9" by the id of the n-th request line seen.
- * send == CLOSE closes that connection once the output is written. */
-struct step {
-	const char *expect;
-	const char *send;
-};
-
+/* The script (fake-peer.h) sees request lines; a step's send goes to the
+ * connection that sent the line, with "%I" replaced by that line's id and
+ * "%1".."%9" by the id of the n-th request line seen. One script runs
+ * across the connections. */
 struct fake {
-	struct trib_loop *loop;
-	struct evconnlistener *listener;
-	char dir[64], path[128];
+	struct fake_peer *peer;
 	const char *greeting; /* sent on accept; NULL = nothing */
-	const struct step *script;
-	unsigned int pos, count;
-	struct bufferevent *conns[MAX_CONNS];
-	bool closing[MAX_CONNS], eof[MAX_CONNS];
-	unsigned int accepted;
+	struct fake_peer_script script;
 	char ids[16][16]; /* ids of request lines, in order */
 	unsigned int id_count;
-	char transcript[4096]; /* client lines, each followed by "|" */
 };
 
-static void fake_send(struct fake *f, struct bufferevent *bev, const char *text,
-		      const char *id)
+static void fake_send(struct fake *f, struct fake_peer_conn *conn,
+		      const char *text, const char *id)
 {
-	struct evbuffer *out = bufferevent_get_output(bev);
+	const char *p;
 
-	for (const char *p = text; *p != '\0'; p++) {
-		if (p[0] == '%' && p[1] == 'I') {
-			evbuffer_add(out, id, strlen(id));
-			p++;
-		} else if (p[0] == '%' && p[1] >= '1' && p[1] <= '9') {
+	while ((p = strchr(text, '%')) != NULL) {
+		fake_peer_conn_write(conn, text, (size_t)(p - text));
+		if (p[1] == 'I') {
+			fake_peer_conn_send(conn, id);
+		} else if (p[1] >= '1' && p[1] <= '9') {
 			unsigned int n = (unsigned int)(p[1] - '1');
 
 			assert_true(n < f->id_count);
-			evbuffer_add(out, f->ids[n], strlen(f->ids[n]));
-			p++;
+			fake_peer_conn_send(conn, f->ids[n]);
 		} else {
-			evbuffer_add(out, p, 1);
+			fake_peer_conn_write(conn, p, 1);
+			text = p + 1;
+			continue;
 		}
+		text = p + 2;
 	}
+	fake_peer_conn_send(conn, text);
 }
 
-static int fake_index(struct fake *f, struct bufferevent *bev)
+static void fake_run_steps(struct fake *f, struct fake_peer_conn *conn,
+			   const char *line, const char *id)
 {
-	for (unsigned int i = 0; i < f->accepted; i++) {
-		if (f->conns[i] == bev)
-			return (int)i;
-	}
-	return -1;
+	const struct fake_peer_step *st;
+
+	while ((st = fake_peer_script_next(&f->script, conn, &line)) != NULL)
+		fake_send(f, conn, st->send, id);
 }
 
-static void fake_drop(struct fake *f, int i)
+static void fake_input(struct fake_peer_conn *conn, void *context)
 {
-	bufferevent_free(f->conns[i]);
-	f->conns[i] = NULL;
-}
-
-static void fake_write_cb(struct bufferevent *bev, void *ctx)
-{
-	struct fake *f = ctx;
-	int i = fake_index(f, bev);
-
-	if (i >= 0 && f->closing[i])
-		fake_drop(f, i);
-}
-
-static void fake_run_steps(struct fake *f, int conn, const char *line,
-			   const char *id)
-{
-	while (f->pos < f->count && f->conns[conn] != NULL) {
-		const struct step *st = &f->script[f->pos];
-
-		if (st->expect != NULL) {
-			if (line == NULL ||
-			    strncmp(line, st->expect, strlen(st->expect)) != 0)
-				return;
-			line = NULL; /* one line satisfies one step */
-		}
-		f->pos++;
-		if (st->send == CLOSE) {
-			f->closing[conn] = true;
-			if (evbuffer_get_length(bufferevent_get_output(
-				    f->conns[conn])) == 0)
-				fake_drop(f, conn);
-			return;
-		}
-		if (st->send != NULL)
-			fake_send(f, f->conns[conn], st->send, id);
-	}
-}
-
-static void fake_read_cb(struct bufferevent *bev, void *ctx)
-{
-	struct fake *f = ctx;
-	int i = fake_index(f, bev);
+	struct fake *f = context;
 	size_t len;
 	char *line;
 
-	while (f->conns[i] != NULL &&
-	       (line = evbuffer_readln(bufferevent_get_input(bev), &len,
+	while (fake_peer_conn_is_open(conn) &&
+	       (line = evbuffer_readln(fake_peer_conn_input(conn), &len,
 				       EVBUFFER_EOL_LF)) != NULL) {
-		size_t used = strlen(f->transcript);
 		char id[16] = "";
 		const char *tab = strchr(line, '\t');
 
-		snprintf(f->transcript + used, sizeof(f->transcript) - used,
-			 "%s|", line);
+		fake_peer_transcript_add(f->peer, line);
 		if (strncmp(line, "VERSION\t", 8) != 0) {
 			if (tab != NULL)
 				snprintf(id, sizeof(id), "%.*s",
@@ -154,86 +98,48 @@ static void fake_read_cb(struct bufferevent *bev, void *ctx)
 			if (f->id_count < 16)
 				snprintf(f->ids[f->id_count++],
 					 sizeof(f->ids[0]), "%s", id);
-			fake_run_steps(f, i, line, id);
+			fake_run_steps(f, conn, line, id);
 		}
 		free(line);
 	}
 }
 
-static void fake_event_cb(struct bufferevent *bev, short events, void *ctx)
+static void fake_accepted(struct fake_peer_conn *conn, void *context)
 {
-	struct fake *f = ctx;
-	int i = fake_index(f, bev);
+	struct fake *f = context;
 
-	(void)events;
-	if (i >= 0) {
-		f->eof[i] = true;
-		fake_drop(f, i);
-	}
-}
-
-static void fake_accept(struct evconnlistener *listener, evutil_socket_t fd,
-			struct sockaddr *addr, int socklen, void *ctx)
-{
-	struct fake *f = ctx;
-	struct bufferevent *bev;
-
-	(void)listener;
-	(void)addr;
-	(void)socklen;
-	assert_true(f->accepted < MAX_CONNS);
-	bev = bufferevent_socket_new(trib_loop_base(f->loop), fd,
-				     BEV_OPT_CLOSE_ON_FREE);
-	f->conns[f->accepted++] = bev;
-	bufferevent_setcb(bev, fake_read_cb, fake_write_cb, fake_event_cb, f);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	if (f->greeting != NULL)
-		fake_send(f, bev, f->greeting, "");
+		fake_send(f, conn, f->greeting, "");
 }
+
+static const struct fake_peer_callbacks fake_callbacks = {
+	.accepted = fake_accepted,
+	.input = fake_input,
+};
 
 static struct fake *fake_new(struct trib_loop *loop)
 {
 	struct fake *f = trib_calloc(1, sizeof(*f));
-	union {
-		struct sockaddr sa;
-		struct sockaddr_un sun;
-	} addr;
 
-	f->loop = loop;
 	f->greeting = GREETING;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test-userdb.XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	snprintf(f->path, sizeof(f->path), "%s/tributary-userdb", f->dir);
-	memset(&addr, 0, sizeof(addr));
-	addr.sun.sun_family = AF_UNIX;
-	memcpy(addr.sun.sun_path, f->path, strlen(f->path));
-	f->listener = evconnlistener_new_bind(trib_loop_base(loop), fake_accept,
-					      f, LEV_OPT_CLOSE_ON_FREE, 8,
-					      &addr.sa, sizeof(addr.sun));
-	assert_non_null(f->listener);
+	f->peer =
+		fake_peer_create(loop, "tributary-userdb", &fake_callbacks, f);
 	return f;
 }
 
-static void fake_script(struct fake *f, const struct step *script,
+static void fake_script(struct fake *f, const struct fake_peer_step *script,
 			unsigned int count)
 {
-	f->script = script;
-	f->count = count;
-	f->pos = 0;
+	f->script.steps = script;
+	f->script.count = count;
+	f->script.pos = 0;
 }
 
 static void fake_free(struct fake **_f)
 {
 	struct fake *f = *_f;
 
-	for (unsigned int i = 0; i < f->accepted; i++) {
-		if (f->conns[i] != NULL)
-			bufferevent_free(f->conns[i]);
-	}
-	if (f->listener != NULL)
-		evconnlistener_free(f->listener);
-	unlink(f->path);
-	rmdir(f->dir);
+	fake_peer_destroy(&f->peer);
 	free(f);
 	*_f = NULL;
 }
@@ -356,8 +262,9 @@ static struct fixture *fixture_new(unsigned int timeout_secs)
 	test_logger.log = log_cb;
 	test_logger.context = fx;
 	test_logger.min_level = TRIB_LOG_INFO;
-	fx->client = trib_userdb_client_create(fx->loop, fx->fake->path,
-					       timeout_secs, &test_logger);
+	fx->client = trib_userdb_client_create(
+		fx->loop, fake_peer_unix_path(fx->fake->peer), timeout_secs,
+		&test_logger);
 	current = fx;
 	return fx;
 }
@@ -430,7 +337,8 @@ static void settle(struct fixture *fx, unsigned int ms)
 
 static char *expected_error(const struct fixture *fx, const char *tail)
 {
-	return trib_strdup_printf("userdb socket %s: %s", fx->fake->path, tail);
+	return trib_strdup_printf("userdb socket %s: %s",
+				  fake_peer_unix_path(fx->fake->peer), tail);
 }
 
 static void assert_error(const struct fixture *fx, const struct result *r,
@@ -447,7 +355,7 @@ static void assert_error(const struct fixture *fx, const struct result *r,
 
 static void test_lookup_found(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", "USER\t%I\talice@example.com\tuid=1000\tgid=1000"
 			    "\thome=/home/alice\tnologin\t"
 			    "tributary_accounts=work, home\n" },
@@ -469,7 +377,7 @@ static void test_lookup_found(void **state)
 	assert_string_equal(r.home, "/home/alice");
 	assert_true(r.nologin_empty);
 	assert_true(r.absent_is_null);
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    "VERSION\t1\t0|"
 			    "USER\t1\tAlice@Example.com\tservice=tributary|");
 	settle(fx, 30);
@@ -481,7 +389,7 @@ static void test_lookup_found(void **state)
 static void test_lookup_no_fields_trailing_tab(void **state)
 {
 	/* Dovecot ends a USER answer without fields in a TAB */
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", "USER\t%I\tbob\t\n" },
 	};
 	struct fixture *fx = fixture_new(5);
@@ -500,7 +408,7 @@ static void test_lookup_no_fields_trailing_tab(void **state)
 
 static void test_lookup_escapes(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", "USER\t%I\tc\001tarol\tnote=a\001tb\001nc\001rd"
 			    "\0011e=f\tk\001tey=v\n" },
 	};
@@ -515,7 +423,7 @@ static void test_lookup_escapes(void **state)
 	assert_int_equal(r.result, 1);
 	assert_string_equal(r.name, "c\tarol");
 	assert_string_equal(r.fields, "note=a\tb\nc\rd\001e=f|k\tey=v|");
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    "VERSION\t1\t0|"
 			    "USER\t1\tx\0011y\tservice=tributary|");
 	fixture_free(&fx);
@@ -523,7 +431,7 @@ static void test_lookup_escapes(void **state)
 
 static void test_lookup_bad_escapes(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", "USER\t%I\tu\tpath=/a\0010b\n" },
 		{ "USER\t", "USER\t%I\tu\tpath=/a\001xb\n" },
 		{ "USER\t", "USER\t%I\tu\tpath=/a\001\n" },
@@ -558,13 +466,13 @@ static void test_lookup_bad_escapes(void **state)
 	}
 	/* a bad answer fails its request only: the connection stays */
 	assert_int_equal(r[6].result, 1);
-	assert_int_equal(fx->fake->accepted, 1);
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer), 1);
 	fixture_free(&fx);
 }
 
 static void test_notfound_and_fail(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", "NOTFOUND\t%I\n" },
 		{ "USER\t", "FAIL\t%I\treason=ldap down\001nretry\n" },
 		{ "USER\t", "FAIL\t%I\n" },
@@ -587,13 +495,13 @@ static void test_notfound_and_fail(void **state)
 		     "lookup of 'carol' failed without a reason (Dovecot's "
 		     "auth log has it; a listener with mode 0666 answers "
 		     "only for users whose uid is the fetcher's)");
-	assert_int_equal(fx->fake->accepted, 1);
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer), 1);
 	fixture_free(&fx);
 }
 
 static void test_pipelined_out_of_order(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", NULL },
 		{ "USER\t", NULL },
 		{ "USER\t", "USER\t%3\tcarol\tuid=3\nNOTFOUND\t%1\n"
@@ -616,8 +524,8 @@ static void test_pipelined_out_of_order(void **state)
 	assert_int_equal(a.result, 0);
 	assert_string_equal(b.fields, "uid=2|");
 	assert_string_equal(c.fields, "uid=3|");
-	assert_int_equal(fx->fake->accepted, 1);
-	assert_string_equal(fx->fake->transcript,
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer), 1);
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    "VERSION\t1\t0|"
 			    "USER\t1\talice\tservice=tributary|"
 			    "USER\t2\tbob\tservice=tributary|"
@@ -631,17 +539,17 @@ static void test_answer_one_byte_at_a_time(void **state)
 	static const char answer[] = "VERSION\t1\t1\nSPID\t1\n"
 				     "USER\t1\tdan\tuid=4\thome=/h/dan\n";
 	struct result r = { 0 };
-	struct bufferevent *srv;
+	struct fake_peer_conn *srv;
 
 	(void)state;
 	fx->fake->greeting = NULL;
 	trib_userdb_lookup(fx->client, "dan", lookup_cb, &r);
-	while (fx->fake->accepted == 0)
+	while (fake_peer_conn_count(fx->fake->peer) == 0)
 		event_base_loop(trib_loop_base(fx->loop), EVLOOP_ONCE);
-	srv = fx->fake->conns[0];
+	srv = fake_peer_get_conn(fx->fake->peer, 0);
 	for (size_t i = 0; i + 1 < sizeof(answer); i++) {
 		assert_int_equal(r.calls, 0);
-		bufferevent_write(srv, answer + i, 1);
+		fake_peer_conn_write(srv, answer + i, 1);
 		settle(fx, 1);
 	}
 	run_one(fx, &r);
@@ -652,7 +560,7 @@ static void test_answer_one_byte_at_a_time(void **state)
 
 static void test_answer_to_no_request(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", "USER\t99\tmallory\tuid=0\nUSER\t%I\terin\t\n" },
 	};
 	struct fixture *fx = fixture_new(5);
@@ -668,7 +576,7 @@ static void test_answer_to_no_request(void **state)
 	want = trib_strdup_printf("warning: userdb socket %s: ignoring an "
 				  "answer to no request: USER?99?mallory?"
 				  "uid=0\n",
-				  fx->fake->path);
+				  fake_peer_unix_path(fx->fake->peer));
 	assert_string_equal(fx->logs, want);
 	free(want);
 	fixture_free(&fx);
@@ -678,7 +586,7 @@ static void test_answer_to_no_request(void **state)
  * on it fails, and the next request connects again. */
 static void test_protocol_errors(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", "HELLO\t%I\n" },  { "USER\t", "USER\tabc\tx\n" },
 		{ "USER\t", "DONE\t%I\t\n" }, { "USER\t", "USER\t0\tx\n" },
 		{ "USER\t", "\n" },	      { "USER\t", "USER\t%I\tok\t\n" },
@@ -703,16 +611,16 @@ static void test_protocol_errors(void **state)
 			assert_error(fx, &r[i], errors[i]);
 	}
 	assert_int_equal(r[5].result, 1);
-	assert_int_equal(fx->fake->accepted, 6);
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer), 6);
 	fixture_free(&fx);
 }
 
 static void test_dropped_connection(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", NULL },
 		{ "USER\t", "USER\t%1\talice\tuid=" },
-		{ NULL, CLOSE },
+		{ NULL, FAKE_PEER_CLOSE },
 		{ "USER\t", "USER\t%I\tcarol\t\n" },
 	};
 	struct fixture *fx = fixture_new(5);
@@ -732,7 +640,7 @@ static void test_dropped_connection(void **state)
 	trib_userdb_lookup(fx->client, "carol", lookup_cb, &c);
 	run_one(fx, &c);
 	assert_int_equal(c.result, 1);
-	assert_int_equal(fx->fake->accepted, 2);
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer), 2);
 	fixture_free(&fx);
 }
 
@@ -741,7 +649,7 @@ static void test_line_over_the_cap(void **state)
 	/* the default cap, 1 MiB: a line without its LF at 1 MiB fails */
 	size_t size = 1024 * 1024 + 100;
 	char *big = trib_malloc(size + 1);
-	struct step script[] = {
+	struct fake_peer_step script[] = {
 		{ "USER\t", big },
 	};
 	struct fixture *fx = fixture_new(5);
@@ -762,7 +670,7 @@ static void test_line_over_the_cap(void **state)
 
 static void test_small_limits(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", "USER\t%I\tu\ta=1\tb=2\tc=3\n" },
 		{ "USER\t", "USER\t%I\tu\ta=1\tb=2\tc=3\td=4\n" },
 		{ "USER\t",
@@ -794,7 +702,7 @@ static void test_small_limits(void **state)
 	 * the next line is 48 */
 	assert_error(fx, &r[2], "protocol error: a line longer than 48 bytes");
 	assert_int_equal(r[3].result, 1);
-	assert_int_equal(fx->fake->accepted, 2);
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer), 2);
 	fixture_free(&fx);
 }
 
@@ -830,8 +738,8 @@ static void test_handshake_errors(void **state)
 
 static void test_closed_during_handshake(void **state)
 {
-	static const struct step script[] = {
-		{ "USER\t", CLOSE },
+	static const struct fake_peer_step script[] = {
+		{ "USER\t", FAKE_PEER_CLOSE },
 	};
 	struct fixture *fx = fixture_new(5);
 	struct result r = { 0 };
@@ -851,7 +759,7 @@ static void test_closed_during_handshake(void **state)
 
 static void test_list_sorted_unique(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "LIST\t", "LIST\t%I\tcarol\nLIST\t%I\talice\nLIST\t%I\tbob\n"
 			    "LIST\t%I\talice\nLIST\t%I\ta\001tb\n"
 			    "LIST\t%I\tcarol\nDONE\t%I\t\n" },
@@ -868,17 +776,18 @@ static void test_list_sorted_unique(void **state)
 	assert_int_equal(r.count, 4);
 	assert_string_equal(r.users, "a\tb|alice|bob|carol|");
 	assert_true(r.users_terminated);
-	assert_string_equal(fx->fake->transcript,
+	assert_string_equal(fake_peer_transcript(fx->fake->peer),
 			    "VERSION\t1\t0|LIST\t1\tservice=tributary|");
 	/* the LIST connection is closed once DONE */
 	settle(fx, 30);
-	assert_true(fx->fake->eof[0]);
+	assert_true(
+		fake_peer_conn_hung_up(fake_peer_get_conn(fx->fake->peer, 0)));
 	fixture_free(&fx);
 }
 
 static void test_list_empty_and_fail(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "LIST\t", "DONE\t%I\n" },
 		{ "LIST\t", "DONE\t%I\tfail\n" },
 	};
@@ -899,13 +808,13 @@ static void test_list_empty_and_fail(void **state)
 		     "only static, or a listener whose peer may not list; "
 		     "Dovecot's auth log has the cause)");
 	assert_true(fail.users_terminated);
-	assert_int_equal(fx->fake->accepted, 2);
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer), 2);
 	fixture_free(&fx);
 }
 
 static void test_list_limits_and_bad_names(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "LIST\t", "LIST\t%I\ta\nLIST\t%I\tb\nLIST\t%I\ta\n"
 			    "LIST\t%I\tc\nDONE\t%I\t\n" },
 		{ "LIST\t", "LIST\t%I\ta\0010\nDONE\t%I\t\n" },
@@ -937,7 +846,7 @@ static void test_list_limits_and_bad_names(void **state)
 static void test_list_beside_lookups(void **state)
 {
 	/* LIST on its own connection, lookups go on meanwhile */
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t1\t", NULL },
 		{ "LIST\t2\t", "LIST\t2\tzed\n" },
 		{ "USER\t3\t", "USER\t1\tfirst\t\nUSER\t3\tsecond\t\n" },
@@ -958,10 +867,11 @@ static void test_list_beside_lookups(void **state)
 	assert_int_equal(b.result, 1);
 	assert_string_equal(b.name, "second");
 	assert_int_equal(l.calls, 0);
-	assert_int_equal(fx->fake->accepted, 2);
-	assert_int_equal(fx->fake->pos, 3);
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer), 2);
+	assert_int_equal(fx->fake->script.pos, 3);
 	/* end the LIST on its connection, the second one */
-	bufferevent_write(fx->fake->conns[1], "DONE\t2\t\n", 8);
+	fake_peer_conn_write(fake_peer_get_conn(fx->fake->peer, 1),
+			     "DONE\t2\t\n", 8);
 	run_one(fx, &l);
 	assert_int_equal(l.result, 1);
 	assert_string_equal(l.users, "zed|");
@@ -975,7 +885,7 @@ static void test_refused_names(void **state)
 	struct fixture *fx = fixture_new(5);
 	struct result r[5], ok = { 0 };
 	char *long_name = trib_malloc(1000), *fit_name = trib_malloc(1000);
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", "NOTFOUND\t%I\n" },
 	};
 	const char *names[] = { "", "a\tb", "a\nb", "a\rb", long_name };
@@ -1008,7 +918,8 @@ static void test_refused_names(void **state)
 			       "request longer than 1024 bytes makes "
 			       "Dovecot's auth service drop the connection)"));
 	assert_non_null(strstr(r[4].error, "lookup of 'xxxxx"));
-	assert_int_equal(fx->fake->accepted, 0); /* nothing was asked */
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer),
+			 0); /* nothing was asked */
 	fake_script(fx->fake, script, 1);
 	trib_userdb_lookup(fx->client, fit_name, lookup_cb, &ok);
 	run_one(fx, &ok);
@@ -1032,7 +943,7 @@ static void test_connect_errors(void **state)
 
 	(void)state;
 	/* no such socket */
-	path = trib_strdup_printf("%s/nope", fx->fake->dir);
+	path = trib_strdup_printf("%s/nope", fake_peer_dir(fx->fake->peer));
 	client = trib_userdb_client_create(fx->loop, path, 5, NULL);
 	trib_userdb_lookup(client, "u", lookup_cb, &missing);
 	trib_userdb_list(client, list_cb, &list);
@@ -1051,7 +962,7 @@ static void test_connect_errors(void **state)
 	free(path);
 
 	/* a socket file nobody listens on */
-	path = trib_strdup_printf("%s/stale", fx->fake->dir);
+	path = trib_strdup_printf("%s/stale", fake_peer_dir(fx->fake->peer));
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	memset(&addr, 0, sizeof(addr));
 	addr.sun.sun_family = AF_UNIX;
@@ -1097,7 +1008,7 @@ static void test_timeout_then_late_answer(void **state)
 {
 	/* the service greets and answers, but the first answer comes only
 	 * after the lookup timed out: it is dropped silently */
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", NULL },
 		{ "USER\t", "USER\t%1\tlate\t\nUSER\t%2\tsecond\t\n" },
 	};
@@ -1114,7 +1025,7 @@ static void test_timeout_then_late_answer(void **state)
 	assert_int_equal(b.result, 1);
 	assert_string_equal(b.name, "second");
 	assert_int_equal(a.calls, 1);
-	assert_int_equal(fx->fake->accepted, 1);
+	assert_int_equal(fake_peer_conn_count(fx->fake->peer), 1);
 	assert_string_equal(fx->logs, ""); /* no "answer to no request" */
 	fixture_free(&fx);
 }
@@ -1123,7 +1034,7 @@ static void test_timeout_then_late_answer(void **state)
 
 static void test_destroy_with_requests_pending(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", NULL },
 	};
 	struct fixture *fx = fixture_new(5);
@@ -1170,7 +1081,7 @@ static void test_destroy_undelivered(void **state)
 
 static void test_destroy_inside_callback(void **state)
 {
-	static const struct step script[] = {
+	static const struct fake_peer_step script[] = {
 		{ "USER\t", NULL },
 		{ "USER\t", "USER\t%1\tone\t\nUSER\t%2\ttwo\t\n" },
 	};
