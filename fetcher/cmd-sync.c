@@ -1,5 +1,5 @@
 /* cmd-sync.c: `tributary sync` (one pass over a user's remote accounts,
- * see sync.h) and `tributary init` (the trace key). */
+ * see sync.h) and `tributary init` (the trace and vault keys). */
 
 #include "cli.h"
 
@@ -14,15 +14,18 @@
 #include "sync.h"
 #include "trace.h"
 #include "userdb.h"
+#include "vault.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
 #include <json-c/json.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct sync_run {
 	const char *user, *account;
@@ -348,6 +351,46 @@ int cmd_sync(int argc, char **argv)
 
 /* ---- init ---- */
 
+/* Create the vault key when it is missing (owned by the tributary user
+ * when root runs this), or check the one in place: it is never
+ * replaced, since a new key would orphan every stored token. */
+static int init_vault_key(const char *path)
+{
+	struct trib_vault_key *key = NULL;
+	struct passwd *pw = getpwnam("tributary");
+	bool chown_it = pw != NULL && geteuid() == 0;
+	const char *error;
+	struct stat st;
+
+	if (lstat(path, &st) == 0) {
+		if (trib_vault_key_load(path, &key, &error) != TRIB_VAULT_OK) {
+			cli_error("%s", error);
+			return -1;
+		}
+		printf("vault key %s: exists already, left as it is (key id "
+		       "%s)\n",
+		       path, trib_vault_key_id(key));
+		trib_vault_key_destroy(&key);
+		return 0;
+	}
+	if (trib_vault_key_generate(path, chown_it ? pw->pw_uid : (uid_t)-1,
+				    chown_it ? pw->pw_gid : (gid_t)-1,
+				    &error) != TRIB_VAULT_OK) {
+		cli_error("%s", error);
+		return -1;
+	}
+	if (trib_vault_key_load(path, &key, &error) != TRIB_VAULT_OK) {
+		cli_error("%s", error);
+		return -1;
+	}
+	printf("vault key %s: created (mode 0600%s, key id %s; a cluster "
+	       "copies this same file to every host)\n",
+	       path, chown_it ? ", owner tributary" : "",
+	       trib_vault_key_id(key));
+	trib_vault_key_destroy(&key);
+	return 0;
+}
+
 int cmd_init(int argc, char **argv)
 {
 	static const struct option options[] = {
@@ -376,8 +419,9 @@ int cmd_init(int argc, char **argv)
 			break;
 		case 'h':
 			printf("usage: tributary init [-c CONFIG]\n\nCreate "
-			       "the trace key (tributary_trace_key_file) if "
-			       "it is missing.\n");
+			       "the trace key (tributary_trace_key_file) and "
+			       "the vault key\n(tributary_vault_key_file) if "
+			       "they are missing; never replace them.\n");
 			return CLI_EXIT_OK;
 		default:
 			fprintf(stderr, "usage: tributary init [-c CONFIG]\n");
@@ -413,9 +457,8 @@ int cmd_init(int argc, char **argv)
 			       grp != NULL ? "tributary-trace" : "");
 		}
 	}
-	printf("vault key %s: not made yet (it comes with `tributary "
-	       "authorize`, for OAuth)\n",
-	       env.globals.vault_key_file);
+	if (init_vault_key(env.globals.vault_key_file) < 0)
+		ret = CLI_EXIT_CONFIG;
 	cli_env_close(&env);
 	return ret;
 }
