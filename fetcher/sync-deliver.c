@@ -36,9 +36,17 @@ static bool lmtp_all_full(struct sync *s)
 	return any_open;
 }
 
+/* Reading pauses while the session taking the literal being streamed is
+ * full (the rest of that literal could go nowhere else: without this it
+ * would pile up in that session's queue, and memory would grow with the
+ * message's size), and, between literals, while every session is full
+ * (the next message goes to the least busy one). */
 static void check_backpressure(struct sync *s)
 {
-	bool full = lmtp_all_full(s);
+	bool full = s->cur_client != NULL &&
+				    !trib_lmtp_client_is_closed(s->cur_client)
+			    ? trib_lmtp_client_is_full(s->cur_client)
+			    : lmtp_all_full(s);
 
 	if (full != s->reading_paused && s->imap != NULL) {
 		s->reading_paused = full;
@@ -175,6 +183,7 @@ static void body_begin(const struct trib_imap_literal *lit, void *context)
 	size_t len;
 
 	s->cur = NULL;
+	s->cur_client = NULL;
 	msg = sync_msg_find_uid(s, literal_uid(s, lit));
 	if (msg == NULL || msg->outcome != MSG_PENDING || s->folder_failed)
 		return;
@@ -212,6 +221,7 @@ static void body_begin(const struct trib_imap_literal *lit, void *context)
 	msg->outcome = MSG_SENT;
 	s->pending++;
 	s->cur = msg;
+	s->cur_client = lmtp;
 	s->cur_lmtp = trib_lmtp_message_begin(lmtp, s->recipient,
 					      lit->size + len, lmtp_reply, msg);
 	buf = evbuffer_new();
@@ -241,6 +251,7 @@ static void body_end(void *context)
 	if (s->cur_lmtp != NULL)
 		trib_lmtp_message_finish(&s->cur_lmtp);
 	s->cur = NULL;
+	s->cur_client = NULL;
 	TRIB_CRASH_POINT("sync-body-end");
 	check_backpressure(s);
 }
@@ -250,6 +261,7 @@ void sync_abort_current(struct sync *s, const char *reason)
 	if (s->cur_lmtp != NULL)
 		trib_lmtp_message_abort(&s->cur_lmtp, reason);
 	s->cur = NULL;
+	s->cur_client = NULL;
 }
 
 static void body_done(const struct trib_imap_reply *reply, void *context)

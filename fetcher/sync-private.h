@@ -91,6 +91,7 @@ struct sync {
 	/* body pass: the literal being streamed */
 	struct sync_msg *cur;
 	struct trib_lmtp_message *cur_lmtp;
+	struct trib_lmtp_client *cur_client; /* the session cur_lmtp is on */
 	unsigned int lmtp_rr;
 
 	unsigned int pending; /* LMTP answers outstanding */
