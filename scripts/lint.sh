@@ -4,7 +4,7 @@
 top=${1:-.}
 cd "$top" || exit 1
 status=0
-files=$(git ls-files '*.c' '*.h' 2>/dev/null || find shared fetcher tests -name '*.[ch]')
+files=$(git ls-files '*.c' '*.h' 2>/dev/null || find shared fetcher plugin sieve-ext tests bench -name '*.[ch]' 2>/dev/null)
 banned='(^|[^A-Za-z0-9_])(sprintf|vsprintf|strcpy|strcat|strtok|gets)[[:space:]]*\('
 if grep -nE "$banned" $files; then
 	echo "lint: banned call above (use snprintf, memcpy with a length, strtok_r...)" >&2

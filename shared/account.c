@@ -53,6 +53,8 @@ static const char *const global_names[] = {
 	"tributary_state_dir",
 	"tributary_vault_key_file",
 	"tributary_trace_key_file",
+	/* read by the LMTP plugin only */
+	"tributary_delivered_path",
 	"tributary_poll_interval",
 	"tributary_idle",
 	"tributary_log_level",

@@ -78,6 +78,7 @@ SEED_BASE_DATE = datetime.datetime(2024, 3, 1, 0, 0, 0,
 LOCAL_USERS = ["alice", "bob", "carol"]
 LOCAL_PASSWORD = "local-password"
 TRIBUTARY_USER = "tributary"       # the daemon's system user (install-deps.sh)
+TRACE_GROUP = "tributary-trace"    # may read the trace key (install-deps.sh)
 TEST_GMAIL_CLIENT_ID = "test-gmail-client.apps.googleusercontent.com"
 TEST_GMAIL_CLIENT_SECRET = "test-gmail-client-secret-value"
 TEST_OUTLOOK_CLIENT_ID = "00000000-0000-4000-8000-0000000000aa"
@@ -85,6 +86,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 DROPIN = os.path.join(REPO, "conf.d", "90-tributary.conf")
 # The example userdb in DROPIN names this file; the harness puts its own.
 DROPIN_ACCOUNTS_PATH = "/etc/dovecot/tributary-accounts"
+# The LMTP plugin the drop-in loads, from the build tree (top_builddir).
+LMTP_PLUGIN = "lib95_tributary_lmtp_plugin.so"
+SYSTEM_MODULES = "/usr/lib/dovecot/modules"
 
 START_TIMEOUT = 30.0
 PORT_RETRIES = 5
@@ -262,6 +266,7 @@ class Layout:
         self.local_home = j("local", "home")
         self.local_log = j("local", "dovecot.log")
         self.local_start_err = j("local", "dovecot-start.err")
+        self.local_modules = j("local", "modules")
         self.trib_state = j("local", "tributary-state")
         self.trib_keys = j("local", "keys")
         self.trib_secrets = j("local", "secrets")
@@ -641,7 +646,11 @@ protocol lmtp {
   mail_plugins = $mail_plugins sieve
   lmtp_save_to_detail_mailbox = yes
 }
-plugin {
+# Mail plugins come from here: links to Dovecot's own (sieve ...) and to
+# the LMTP plugin of the build tree, which the drop-in adds to
+# protocol lmtp { mail_plugins }.
+mail_plugin_dir = %(modules)s
+%(asan)splugin {
   # A user's script: ~/sieve/NAME.sieve, active via ~/.dovecot.sieve.
   sieve = file:~/sieve;active=~/.dovecot.sieve
 }
@@ -773,10 +782,61 @@ def install_accounts(L, text):
     time.sleep(max(0.0, int(now) + 1.02 - time.time()))
 
 
-def write_local_conf(L, ports, remote_imaps_port):
+ASAN_CONF = """\
+# The LMTP plugin was built with --enable-sanitizers (docs/decisions.md):
+# it can only be dlopen()ed where libasan is the process's first library,
+# and ASan's shadow memory does not fit under default_vsz_limit. Leak
+# checks stay off inside Dovecot.
+import_environment = $import_environment LD_PRELOAD=%s %s
+default_vsz_limit = 0
+"""
+
+
+def lmtp_plugin_path():
+    """The LMTP plugin of the build tree: $top_builddir (the tests' make
+    sets it), else the checkout itself (an in-tree build)."""
+    builddir = os.path.abspath(os.environ.get("top_builddir") or REPO)
+    path = os.path.join(builddir, "plugin", ".libs", LMTP_PLUGIN)
+    if not os.path.isfile(path):
+        raise HarnessError(
+            "%s not found: the local Dovecot loads the LMTP plugin from "
+            "the build tree; build it (make) and set top_builddir to the "
+            "build directory" % path)
+    return path
+
+
+def asan_conf(plugin):
+    """The ASan settings when the plugin is instrumented, else ""."""
+    with open(plugin, "rb") as f:
+        if b"__asan_init" not in f.read():
+            return ""
+    r = subprocess.run(["gcc", "-print-file-name=libasan.so"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                       text=True)
+    lib = r.stdout.strip()
+    if r.returncode != 0 or not os.path.isabs(lib) or \
+            not os.path.exists(lib):
+        raise HarnessError("%s is built with ASan, but gcc does not know "
+                           "where libasan.so is (%r)" % (plugin, lib))
+    return ASAN_CONF % (os.path.realpath(lib),
+                        "ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0")
+
+
+def make_modules(L, plugin):
+    """DIR/local/modules: links to Dovecot's mail plugins and to ours."""
+    mkdir(L.local_modules, 0o755)
+    for name in sorted(os.listdir(SYSTEM_MODULES)):
+        if name.endswith(".so") and name != LMTP_PLUGIN:
+            os.symlink(os.path.join(SYSTEM_MODULES, name),
+                       os.path.join(L.local_modules, name))
+    os.symlink(plugin, os.path.join(L.local_modules, LMTP_PLUGIN))
+
+
+def write_local_conf(L, ports, remote_imaps_port, plugin):
     v = {
         "instance": "trib-local-" + os.path.basename(L.dir),
         "run": L.local_run, "state": L.local_state, "log": L.local_log,
+        "modules": L.local_modules, "asan": asan_conf(plugin),
         "users": L.local_users, "host": HOST, "dropin": DROPIN,
         "accounts_userdb": dropin_accounts_userdb(L.accounts),
         "trib_state": L.trib_state, "trib_keys": L.trib_keys,
@@ -916,6 +976,15 @@ def tributary_user():
             % TRIBUTARY_USER)
 
 
+def trace_group():
+    try:
+        return grp.getgrnam(TRACE_GROUP)
+    except KeyError:
+        raise HarnessError(
+            "no group %r: the drop-in's mail_access_groups names it "
+            "(scripts/install-deps.sh creates it)" % TRACE_GROUP)
+
+
 def start_local(L, remote_imaps_port):
     """Start the local Dovecot (the user's own server, the drop-in
     included). Returns its ports dict."""
@@ -928,16 +997,22 @@ def start_local(L, remote_imaps_port):
         mkdir(os.path.join(L.local_home, u), 0o700, MAIL_UID, MAIL_GID)
     # Tributary's own places, as the daemon (user tributary) will find them.
     mkdir(L.trib_state, 0o700, trib.pw_uid, trib.pw_gid)
-    mkdir(L.trib_keys, 0o750, 0, trib.pw_gid)
+    # the trace key (root:tributary-trace 0640) must be reachable by the
+    # mail processes (mail_access_groups = tributary-trace), the vault key
+    # (tributary 0600) only by tributary
+    mkdir(L.trib_keys, 0o750, 0, trace_group().gr_gid)
     mkdir(L.trib_secrets, 0o750, 0, trib.pw_gid)
     write_file(L.alice_home_pw, USERS[0][1] + "\n", 0o640)
     os.chown(L.alice_home_pw, 0, trib.pw_gid)
     write_accounts(L, fixture_accounts(L, remote_imaps_port))
+    plugin = lmtp_plugin_path()
+    make_modules(L, plugin)
     return launch_dovecot(L, "dovecot-local", L.local_conf, L.local_run,
                           L.local_start_err, L.local_log,
                           ["imap_port", "lmtp_port"], [HOST, HOST],
                           lambda ports: write_local_conf(L, ports,
-                                                         remote_imaps_port))
+                                                         remote_imaps_port,
+                                                         plugin))
 
 
 def env_values(L, ports, oauth_port, lports):
@@ -984,6 +1059,7 @@ def env_values(L, ports, oauth_port, lports):
         ("TRIB_TEST_LOCAL_USERS", ",".join(LOCAL_USERS)),
         ("TRIB_TEST_LOCAL_PASSWORD", LOCAL_PASSWORD),
         ("TRIB_TEST_LOCAL_STATE_DIR", L.trib_state),
+        ("TRIB_TEST_LOCAL_MODULES", L.local_modules),
         ("TRIB_TEST_ACCOUNTS_FILE", L.accounts),
         ("TRIB_TEST_HARNESS", os.path.abspath(__file__)),
         ("TRIB_TEST_PYTHON", sys.executable),
@@ -1034,6 +1110,8 @@ def cmd_start(args):
             break
         parent = os.path.dirname(parent)
     tributary_user()
+    trace_group()
+    lmtp_plugin_path()
     # mktemp -d makes DIR 0700; the mail (nobody) and auth (dovecot)
     # processes, and the tributary user, must traverse it.
     os.chmod(L.dir, 0o711)

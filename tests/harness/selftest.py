@@ -12,7 +12,8 @@ folders, IDLE/CONDSTORE, the stand-in counters, and seeding 1000 messages.
 And the local Dovecot: doveconf accepts it (with conf.d/90-tributary.conf
 included), doveadm user shows the tributary_ fields, the tributary-userdb
 socket serves USER/LIST to the tributary user only, LMTP (socket and TCP,
-+detail) delivers into the maildirs, Sieve runs, the accounts file reloads.
++detail) delivers into the maildirs, the LMTP plugin of the build tree is
+loaded with Sieve, Sieve runs, the accounts file reloads.
 Prints TAP; exits non-zero on any failure.
 """
 
@@ -445,7 +446,7 @@ def t_counters():
 # The local Dovecot (the user's own server, conf.d/90-tributary.conf
 # included)
 
-LOCAL_ENV = """TRIB_TEST_LOCAL_CONF TRIB_TEST_LOCAL_LOG
+LOCAL_ENV = """TRIB_TEST_LOCAL_CONF TRIB_TEST_LOCAL_LOG TRIB_TEST_LOCAL_MODULES
 TRIB_TEST_LOCAL_USERDB_SOCKET TRIB_TEST_LOCAL_AUTH_USERDB_SOCKET
 TRIB_TEST_LOCAL_LMTP_SOCKET TRIB_TEST_LOCAL_LMTP_HOST TRIB_TEST_LOCAL_LMTP_PORT
 TRIB_TEST_LOCAL_IMAP_HOST TRIB_TEST_LOCAL_IMAP_PORT TRIB_TEST_LOCAL_USERS
@@ -761,6 +762,59 @@ def t_lmtp():
     c.logout()
 
 
+def lmtp_processes_mapping(path):
+    """Pids of processes that have path mapped (local Dovecot's lmtp
+    processes linger a while after a delivery)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                # "<instance_name>/lmtp ..."
+                if b"/lmtp" not in f.read().split(b"\0")[0]:
+                    continue
+            with open("/proc/%s/maps" % name) as f:
+                if any(path in line for line in f):
+                    out.append(int(name))
+        except OSError:
+            pass
+    return out
+
+
+def t_lmtp_plugin():
+    """The drop-in loads the LMTP plugin, from the build tree, with Sieve."""
+    conf = E["TRIB_TEST_LOCAL_CONF"]
+    r = subprocess.run(["doveconf", "-c", conf, "-f", "protocol=lmtp", "-h",
+                        "mail_plugins"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=30)
+    ok(r.stdout.split()[-2:] == ["sieve", "tributary_lmtp"],
+       "protocol lmtp: mail_plugins = ... sieve tributary_lmtp", r.stdout)
+    mods = E["TRIB_TEST_LOCAL_MODULES"]
+    ours = os.path.join(mods, "lib95_tributary_lmtp_plugin.so")
+    built = os.path.join(os.environ.get("top_builddir") or os.path.dirname(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        "plugin", ".libs", "lib95_tributary_lmtp_plugin.so")
+    ok(os.path.realpath(ours) == os.path.realpath(built),
+       "mail_plugin_dir links the plugin of the build tree", ours)
+    ok(os.path.exists(os.path.join(mods, "lib90_sieve_plugin.so")),
+       "mail_plugin_dir links Dovecot's own plugins (sieve)")
+    r = lmtp_send(["carol"], test_message("<plugin.%d@selftest>"
+                                          % os.getpid(), "plugin loaded"))
+    ok(len(r) == 1 and r[0].startswith("250 "), "LMTP to carol", r)
+    pids = lmtp_processes_mapping(os.path.realpath(built))
+    ok(pids, "an lmtp process has the plugin mapped")
+    with open(built, "rb") as f:
+        asan = b"__asan_init" in f.read()
+    if asan and pids:
+        with open("/proc/%d/maps" % pids[0]) as f:
+            ok(any("libasan" in line for line in f),
+               "ASan build: libasan preloaded into the lmtp process")
+    with open(E["TRIB_TEST_LOCAL_LOG"], errors="replace") as f:
+        ok(not any("tributary_lmtp" in x and "Fatal" in x for x in f),
+           "no Fatal about the plugin in the local log")
+
+
 def t_sieve():
     """Pigeonhole runs for LMTP: a user script files a message."""
     home = os.path.join(os.path.dirname(E["TRIB_TEST_LOCAL_STATE_DIR"]),
@@ -835,7 +889,9 @@ def main():
                      ("local doveconf", t_local_doveconf),
                      ("local doveadm user", t_local_doveadm_user),
                      ("tributary-userdb", t_userdb_socket),
-                     ("local LMTP", t_lmtp), ("local Sieve", t_sieve),
+                     ("local LMTP", t_lmtp),
+                     ("local LMTP plugin", t_lmtp_plugin),
+                     ("local Sieve", t_sieve),
                      ("accounts reload", t_accounts_reload),
                      ("local log", t_local_log)):
         note("--- " + name)

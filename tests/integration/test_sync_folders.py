@@ -21,6 +21,8 @@ from synctest import (DIR, ENV, REMOTE_USER, harness, install_account, main,
                       maildir_messages, remote_ids, run, seed)
 
 CAROL_MAILDIR = os.path.join(DIR, "local", "home", "carol", "Maildir")
+CAROL_DELIVERED = os.path.join(DIR, "local", "home", "carol",
+                               ".tributary.delivered")
 SEEDS = (("Lists/Dev", 2), ("Lists/Ann", 1), ("Lists/Dev/Deep", 1),
          ("Trash", 1), ("Sent", 1))
 
@@ -64,6 +66,12 @@ class TestSyncFolders(unittest.TestCase):
         shutil.rmtree(CAROL_MAILDIR, ignore_errors=True)
         shutil.rmtree(os.path.join(ENV["TRIB_TEST_LOCAL_STATE_DIR"], "carol"),
                       ignore_errors=True)
+        # and the LMTP plugin's record of what she was delivered, or the
+        # same messages fetched again are (rightly) not stored again
+        try:
+            os.unlink(CAROL_DELIVERED)
+        except FileNotFoundError:
+            pass
 
     def account(self, folders):
         install_account("carol", "pat", {"folders": folders}, self.tmp)
