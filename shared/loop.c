@@ -8,9 +8,17 @@
 #include <event2/event.h>
 #include <stdlib.h>
 
+struct trib_loop_hook {
+	struct trib_loop_hook *prev, *next;
+	void (*callback)(void *context);
+	void *context;
+};
+
 struct trib_loop {
 	struct event_base *base;
 	struct evdns_base *dns;
+	/* Destroy hooks, newest first. */
+	struct trib_loop_hook *hooks;
 };
 
 struct trib_loop *trib_loop_create(const char **error_r)
@@ -48,9 +56,59 @@ struct trib_loop *trib_loop_create(const char **error_r)
 static void loop_drain(struct event_base *base)
 {
 	for (int i = 0; i < 16; i++) {
-		if (event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) == 0)
+		if (event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) ==
+		    0)
 			break;
 		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+}
+
+struct trib_loop_hook *trib_loop_add_destroy_hook(struct trib_loop *loop,
+						  void (*callback)(void *),
+						  void *context)
+{
+	struct trib_loop_hook *hook = trib_calloc(1, sizeof(*hook));
+
+	hook->callback = callback;
+	hook->context = context;
+	hook->next = loop->hooks;
+	if (loop->hooks != NULL)
+		loop->hooks->prev = hook;
+	loop->hooks = hook;
+	return hook;
+}
+
+void trib_loop_remove_destroy_hook(struct trib_loop *loop,
+				   struct trib_loop_hook **_hook)
+{
+	struct trib_loop_hook *hook = *_hook;
+
+	if (hook == NULL)
+		return;
+	if (hook->prev != NULL)
+		hook->prev->next = hook->next;
+	else
+		loop->hooks = hook->next;
+	if (hook->next != NULL)
+		hook->next->prev = hook->prev;
+	free(hook);
+	*_hook = NULL;
+}
+
+/* Each hook is unlinked and freed before it runs, so it may remove (or
+ * add) others. */
+static void loop_run_hooks(struct trib_loop *loop)
+{
+	while (loop->hooks != NULL) {
+		struct trib_loop_hook *hook = loop->hooks;
+		void (*callback)(void *) = hook->callback;
+		void *context = hook->context;
+
+		loop->hooks = hook->next;
+		if (loop->hooks != NULL)
+			loop->hooks->prev = NULL;
+		free(hook);
+		callback(context);
 	}
 }
 
@@ -58,6 +116,7 @@ void trib_loop_destroy(struct trib_loop **loop)
 {
 	if (*loop == NULL)
 		return;
+	loop_run_hooks(*loop);
 	loop_drain((*loop)->base);
 	evdns_base_free((*loop)->dns, 0);
 	loop_drain((*loop)->base);

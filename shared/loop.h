@@ -21,6 +21,20 @@ void trib_loop_destroy(struct trib_loop **loop);
 struct event_base *trib_loop_base(struct trib_loop *loop);
 struct evdns_base *trib_loop_dns(struct trib_loop *loop);
 
+/* Destroy hooks: objects that keep work on the loop (the HTTP client's
+ * transfers) register one so that destroying the loop under them cancels
+ * that work cleanly: each hook runs once, newest first, at the start of
+ * trib_loop_destroy(), while the loop still works (events can be freed,
+ * callbacks fire). A hook is freed when it has run; remove it before
+ * that when its object goes away first. */
+struct trib_loop_hook;
+struct trib_loop_hook *trib_loop_add_destroy_hook(struct trib_loop *loop,
+						  void (*callback)(void *),
+						  void *context);
+/* NULL is fine; sets *hook to NULL. */
+void trib_loop_remove_destroy_hook(struct trib_loop *loop,
+				   struct trib_loop_hook **hook);
+
 /* Run until trib_loop_break() or no more pending events. */
 void trib_loop_run(struct trib_loop *loop);
 void trib_loop_break(struct trib_loop *loop);

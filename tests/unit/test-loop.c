@@ -104,11 +104,56 @@ static void test_create_destroy(void **state)
 	assert_int_equal(live_blocks, before);
 }
 
+/* Destroy hooks run once each, newest first, while the loop still works;
+ * a removed one never runs, and a hook may remove another. */
+static char hook_order[8];
+static unsigned int hook_runs;
+static struct trib_loop *hook_loop;
+static struct trib_loop_hook *hook_victim;
+
+static void hook_note(void *context)
+{
+	hook_order[hook_runs++] = *(const char *)context;
+	/* the loop still works: events can be made and freed */
+	event_free(evtimer_new(trib_loop_base(hook_loop), NULL, NULL));
+}
+
+static void hook_remover(void *context)
+{
+	hook_note(context);
+	trib_loop_remove_destroy_hook(hook_loop, &hook_victim);
+	assert_null(hook_victim);
+}
+
+static void test_destroy_hooks(void **state)
+{
+	struct trib_loop_hook *gone;
+	const char *error;
+	long before = live_blocks;
+
+	(void)state;
+	hook_loop = trib_loop_create(&error);
+	assert_non_null(hook_loop);
+	trib_loop_add_destroy_hook(hook_loop, hook_note, "a");
+	gone = trib_loop_add_destroy_hook(hook_loop, hook_note, "x");
+	hook_victim = trib_loop_add_destroy_hook(hook_loop, hook_note, "y");
+	trib_loop_add_destroy_hook(hook_loop, hook_remover, "b");
+	trib_loop_add_destroy_hook(hook_loop, hook_note, "c");
+	trib_loop_remove_destroy_hook(hook_loop, &gone);
+	assert_null(gone);
+	trib_loop_remove_destroy_hook(hook_loop, &gone);
+	trib_loop_destroy(&hook_loop);
+	assert_int_equal(hook_runs, 3);
+	assert_memory_equal(hook_order, "cba", 3);
+	assert_int_equal(live_blocks, before);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_destroy),
 		cmocka_unit_test(test_bufferevent_freed_with_callback_queued),
+		cmocka_unit_test(test_destroy_hooks),
 	};
 
 	event_set_mem_functions(count_malloc, count_realloc, count_free);
