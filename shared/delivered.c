@@ -879,11 +879,6 @@ static int mark_locked(struct trib_delivered *rec, struct header *h,
 	h->count++;
 	if (header_write(rec->fd, rec->path, h, error_r) < 0)
 		return -1;
-	if (fdatasync(rec->fd) < 0) {
-		*error_r =
-			rec_fail(rec->path, "fdatasync: %s", strerror(errno));
-		return -1;
-	}
 	return 1;
 }
 
@@ -902,6 +897,16 @@ int trib_delivered_mark(struct trib_delivered *rec,
 		return -1;
 	ret = mark_locked(rec, &h, id, error_r);
 	rec_unlock(rec);
+	/* Durable before the caller goes on, but flushed outside the lock:
+	 * the other sessions of the user need not wait for this disk
+	 * flush (what they read is the page cache, already updated). If
+	 * the file was grown meanwhile, the grower copied this slot and
+	 * flushed its new file itself. */
+	if (ret > 0 && fdatasync(rec->fd) < 0) {
+		*error_r =
+			rec_fail(rec->path, "fdatasync: %s", strerror(errno));
+		return -1;
+	}
 	return ret;
 }
 

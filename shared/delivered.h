@@ -73,9 +73,11 @@
  * other. No record lock is ever held while waiting for a claim, so
  * there is no deadlock.
  *
- * Durability: a mark writes the slot, then the header, then
- * fdatasync()s, so an id is on disk before the plugin reports success
- * (Dovecot has fsync()ed the mail by then).
+ * Durability: a mark writes the slot, then the header, under the write
+ * lock, then fdatasync()s after releasing it (other sessions read the
+ * page cache; they need not wait for the flush), so an id is on disk
+ * before the plugin reports success (Dovecot has fsync()ed the mail by
+ * then).
  *
  * Errors are one line naming the file, e.g. "delivered record
  * /home/alice/.tributary.delivered: open: Permission denied", in a
