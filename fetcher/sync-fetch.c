@@ -270,22 +270,24 @@ static void remap(struct sync *s)
  * down, and every later pass would fetch the metadata from there on. */
 static void skip_gaps(struct sync *s)
 {
-	uint32_t next = trib_state_folder_cursor(s->folder) + 1;
+	uint32_t next = s->meta_lo, end;
 
 	if (s->uidnext == 0 || s->meta_uidless > 0)
 		return;
-	for (unsigned int i = 0; i < s->msg_count && next < s->uidnext; i++) {
+	/* the window's UIDs below UIDNEXT: next .. end - 1 */
+	end = s->meta_hi != 0 && s->meta_hi < s->uidnext ? s->meta_hi + 1
+							 : s->uidnext;
+	for (unsigned int i = 0; i < s->msg_count && next < end; i++) {
 		uint32_t uid = s->msgs[i].uid;
 
 		if (uid > next)
 			trib_state_folder_skipped(
-				s->folder, next,
-				uid < s->uidnext ? uid - 1 : s->uidnext - 1);
+				s->folder, next, uid < end ? uid - 1 : end - 1);
 		if (uid >= next)
 			next = uid + 1;
 	}
-	if (next < s->uidnext)
-		trib_state_folder_skipped(s->folder, next, s->uidnext - 1);
+	if (next < end)
+		trib_state_folder_skipped(s->folder, next, end - 1);
 }
 
 static void meta_done(const struct trib_imap_reply *reply, void *context)
@@ -312,6 +314,14 @@ static void meta_done(const struct trib_imap_reply *reply, void *context)
 	if (s->uidvalidity_changed)
 		remap(s);
 	TRIB_CRASH_POINT("sync-meta-done");
+	if (s->meta_hi != 0) {
+		/* the next window starts after this one; sparse UIDs
+		 * (few messages in this window) widen it */
+		s->meta_lo = s->meta_hi + 1;
+		if (s->msg_count < SYNC_META_WINDOW / 4 &&
+		    s->meta_width < (1u << 30))
+			s->meta_width *= 2;
+	}
 	for (unsigned int i = 0; i < s->msg_count; i++) {
 		if (s->msgs[i].outcome != MSG_PENDING)
 			continue;
@@ -330,12 +340,29 @@ static const struct trib_imap_fetch_handler meta_handler = {
 	.done = meta_done,
 };
 
+bool sync_fetch_more(const struct sync *s)
+{
+	return s->meta_hi != 0;
+}
+
 void sync_fetch_metadata(struct sync *s)
 {
 	char set[32];
 
-	snprintf(set, sizeof(set), "%u:*",
-		 trib_state_folder_cursor(s->folder) + 1);
+	if (s->meta_lo == 0) {
+		/* the folder's first window */
+		s->meta_lo = trib_state_folder_cursor(s->folder) + 1;
+		s->meta_width = SYNC_META_WINDOW;
+	}
+	/* The last window is "lo:*"; before it, ranges below UIDNEXT. */
+	if (s->uidnext == 0 || s->meta_width >= s->uidnext ||
+	    s->meta_lo >= s->uidnext - s->meta_width) {
+		s->meta_hi = 0;
+		snprintf(set, sizeof(set), "%u:*", s->meta_lo);
+	} else {
+		s->meta_hi = s->meta_lo + s->meta_width - 1;
+		snprintf(set, sizeof(set), "%u:%u", s->meta_lo, s->meta_hi);
+	}
 	s->fetch_running = true;
 	trib_imap_uid_fetch(s->imap, set,
 			    "UID RFC822.SIZE INTERNALDATE FLAGS "

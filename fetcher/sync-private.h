@@ -23,6 +23,9 @@
 #include <stdint.h>
 
 #define SYNC_WINDOW 100
+/* The metadata pass goes by UID ranges aiming at this many messages, so
+ * memory stays flat however many messages are new. */
+#define SYNC_META_WINDOW 1000
 #define SYNC_COMMIT_EVERY 100
 #define SYNC_HEADER_MAX 8192
 #define SYNC_DEFAULT_SESSIONS 4
@@ -78,6 +81,10 @@ struct sync {
 	/* FETCH responses of the metadata pass without a UID: then no gap
 	 * below UIDNEXT may be taken for expunged */
 	unsigned int meta_uidless;
+	/* the metadata window: UIDs meta_lo..meta_hi (0: "*", the last
+	 * window), and how wide the next one is */
+	uint32_t meta_lo, meta_hi, meta_width;
+	unsigned int folder_deferred; /* left for the next pass, so far */
 
 	struct sync_msg *msgs;
 	unsigned int msg_count, msg_alloc;
@@ -147,8 +154,11 @@ void sync_remove_done(struct sync *s);
 void sync_progress_update(struct sync *s);
 
 /* sync-fetch.c */
-/* UID FETCH the metadata of every UID above the folder's cursor. */
+/* UID FETCH the metadata of the next window of UIDs above the folder's
+ * cursor (the first: from cursor + 1). */
 void sync_fetch_metadata(struct sync *s);
+/* Whether a metadata window is still to come after the current one. */
+bool sync_fetch_more(const struct sync *s);
 void sync_msgs_clear(struct sync *s);
 struct sync_msg *sync_msg_find_uid(struct sync *s, uint32_t uid);
 struct sync_msg *sync_msg_find_seq(struct sync *s, uint32_t seq);

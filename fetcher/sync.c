@@ -114,7 +114,9 @@ void sync_commit(struct sync *s)
 	TRIB_CRASH_POINT("sync-after-commit");
 }
 
-static void folder_finish(struct sync *s)
+/* Count the current window's messages left for the next pass, before
+ * they are cleared. */
+static void window_count_deferred(struct sync *s)
 {
 	unsigned int deferred = 0;
 
@@ -124,9 +126,15 @@ static void folder_finish(struct sync *s)
 			deferred++;
 	}
 	s->result->deferred += deferred;
+	s->folder_deferred += deferred;
 	if (deferred > 0 && s->result->status == SYNC_OK)
 		s->result->status = SYNC_TEMP;
-	if (deferred == 0 && !s->folder_failed && s->folder != NULL &&
+}
+
+static void folder_finish(struct sync *s)
+{
+	window_count_deferred(s);
+	if (s->folder_deferred == 0 && !s->folder_failed && s->folder != NULL &&
 	    s->uidnext != 0) {
 		/* everything below UIDNEXT is done */
 		trib_state_folder_set_uidnext(s->folder, s->uidnext);
@@ -137,6 +145,8 @@ static void folder_finish(struct sync *s)
 	s->uidnext = 0;
 	s->highestmodseq = 0;
 	s->meta_uidless = 0;
+	s->meta_lo = s->meta_hi = 0;
+	s->folder_deferred = 0;
 	if (s->progress.total > 0) {
 		s->progress.finished = true;
 		sync_progress_update(s);
@@ -170,6 +180,13 @@ void sync_maybe_folder_done(struct sync *s)
 		return;
 	if (!s->folder_failed && s->next_window < s->msg_count) {
 		sync_body_window(s);
+		return;
+	}
+	if (!s->folder_failed && sync_fetch_more(s)) {
+		/* this window's messages are all answered: the next one */
+		window_count_deferred(s);
+		sync_msgs_clear(s);
+		sync_fetch_metadata(s);
 		return;
 	}
 	folder_finish(s);

@@ -49,16 +49,27 @@ def sync(extra=(), check=None):
                check=check)
 
 
-def seed(count):
+_next_index = None
+
+
+def seed(count, size=None):
     """Append count messages to the remote alice's INBOX; returns the
-    harness's JSON report (uidnext ...)."""
-    proc = subprocess.run([ENV.get("TRIB_TEST_PYTHON", sys.executable),
-                           ENV["TRIB_TEST_HARNESS"], "seed", DIR,
-                           "--user", "alice@example.com", "--mailbox",
-                           "INBOX", "--count", str(count)],
-                          check=True, capture_output=True, timeout=120,
-                          text=True)
-    return json.loads(proc.stdout)
+    harness's JSON report (uidnext ...). Message-IDs come from an index
+    that goes on from the last seed's (the seeder's default, MESSAGES + 1,
+    would repeat indices once messages were expunged)."""
+    global _next_index
+    args = [ENV.get("TRIB_TEST_PYTHON", sys.executable),
+            ENV["TRIB_TEST_HARNESS"], "seed", DIR, "--user",
+            "alice@example.com", "--mailbox", "INBOX", "--count", str(count)]
+    if _next_index is not None:
+        args += ["--start", str(_next_index)]
+    if size is not None:
+        args += ["--size", str(size)]
+    proc = subprocess.run(args, check=True, capture_output=True,
+                          timeout=120, text=True)
+    report = json.loads(proc.stdout)
+    _next_index = report["first_index"] + count
+    return report
 
 
 def remote_logouts_since(offset):
@@ -220,11 +231,7 @@ class TestSync(unittest.TestCase):
         # 3 MB each: over LMTP's pipeline_max_size and its high watermark,
         # so the IMAP side must pause reading until LMTP drains.
         n = len(maildir_files(LOCAL_MAILDIR))
-        subprocess.run([ENV.get("TRIB_TEST_PYTHON", sys.executable),
-                        ENV["TRIB_TEST_HARNESS"], "seed", DIR,
-                        "--user", "alice@example.com", "--mailbox", "INBOX",
-                        "--count", "3", "--size", "3000000"],
-                       check=True, capture_output=True, timeout=120)
+        seed(3, size=3000000)
         _, out, err = sync(["home", "--lmtp-sessions", "1", "-v"], check=0)
         self.assertEqual(summary(out), (3, 3, 0, 0), err)
         self.assertIn("IMAP reading paused", err)
@@ -380,6 +387,30 @@ class TestSync(unittest.TestCase):
         self.assertIn(" hdr_count=0 ", logouts[0])
         self.assertIn(" body_count=0", logouts[0])
         self.assertNotIn("fetch=", logouts[0])
+
+    def test_7c_many_new_in_windows_with_a_wide_gap(self):
+        """1,500 new messages of which 1,100 in the middle were expunged
+        before the pass: the metadata pass goes by UID windows (so memory
+        stays flat however many messages are new) and widens them over
+        the sparse part; the 400 left arrive once, the gap is stepped
+        over, and the next pass fetches nothing."""
+        n = len(maildir_files(LOCAL_MAILDIR))
+        uidnext = seed(1500)["uidnext"]
+        subprocess.run(["doveadm", "-c", ENV["TRIB_TEST_DOVECOT_CONF"],
+                        "expunge", "-u", "alice@example.com", "mailbox",
+                        "INBOX", "uid", "%d:%d" % (uidnext - 1300,
+                                                   uidnext - 201)],
+                       check=True, capture_output=True)
+        _, out, err = sync(["home"], check=0)
+        self.assertEqual(summary(out), (400, 400, 0, 0), err)
+        self.assertEqual(len(maildir_files(LOCAL_MAILDIR)), n + 400)
+        self.check_all_delivered_once()
+        offset = os.path.getsize(ENV["TRIB_TEST_REMOTE_LOG"])
+        _, out, err = sync(["home"], check=0)
+        self.assertEqual(summary(out), (0, 0, 0, 0), err)
+        logouts = remote_logouts_since(offset)
+        self.assertEqual(len(logouts), 1, logouts)
+        self.assertIn(" hdr_count=0 ", logouts[0])
 
     def test_8_json_and_other_accounts(self):
         # every account: `work` is OAuth, which needs `tributary authorize`
