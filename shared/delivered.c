@@ -6,6 +6,7 @@
 #include "delivered.h"
 
 #include "alloc.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -278,26 +279,12 @@ static int header_write(int fd, const char *path, const struct header *h,
 /* fsync() the directory that holds path (a new name in it). */
 static int fsync_dir(const char *path, const char **error_r)
 {
-	const char *slash = strrchr(path, '/');
-	char *dir;
-	int fd, ret = 0;
-
-	if (slash == NULL)
-		dir = trib_strdup(".");
-	else if (slash == path)
-		dir = trib_strdup("/");
-	else
-		dir = trib_strndup(path, (size_t)(slash - path));
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || (fsync(fd) < 0 && errno != EINVAL)) {
-		*error_r = rec_fail(path, "fsync of directory %s: %s", dir,
+	if (trib_fsync_dir_of(path) < 0) {
+		*error_r = rec_fail(path, "fsync of its directory: %s",
 				    strerror(errno));
-		ret = -1;
+		return -1;
 	}
-	if (fd >= 0)
-		close(fd);
-	free(dir);
-	return ret;
+	return 0;
 }
 
 /* Lock len bytes at offset (0: to the end and beyond), waiting. */
@@ -924,23 +911,12 @@ int trib_delivered_count(struct trib_delivered *rec, uint64_t *count_r,
 	return 0;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 bool trib_delivered_id_parse(const char *hex,
 			     unsigned char id_r[TRIB_DELIVERED_ID_SIZE])
 {
 	for (unsigned int i = 0; i < TRIB_DELIVERED_ID_SIZE; i++) {
-		int hi = hex_digit(hex[2 * i]);
-		int lo = hi < 0 ? -1 : hex_digit(hex[2 * i + 1]);
+		int hi = trib_hex_value(hex[2 * i]);
+		int lo = hi < 0 ? -1 : trib_hex_value(hex[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return false;

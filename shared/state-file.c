@@ -8,6 +8,7 @@
 #include "state-private.h"
 
 #include "settings.h"
+#include "fileio.h"
 
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -251,17 +252,6 @@ static bool tok_u32(const struct parser *ps, unsigned int i, uint32_t *num_r)
 	return true;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* The unescaped token, or NULL when malformed or empty. */
 static char *tok_string(const struct parser *ps, unsigned int i)
 {
@@ -281,7 +271,8 @@ static char *tok_string(const struct parser *ps, unsigned int i)
 		}
 		if (j + 2 >= len)
 			goto bad;
-		int hi = hex_digit(s[j + 1]), lo = hex_digit(s[j + 2]);
+		int hi = trib_hex_value(s[j + 1]),
+		    lo = trib_hex_value(s[j + 2]);
 
 		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 			goto bad;
@@ -379,7 +370,7 @@ static int parse_index(struct parser *ps, struct trib_state_folder *f,
 		return parse_error(ps, "bad index record");
 	crc = 0;
 	for (unsigned int i = 0; i < 8; i++) {
-		int d = hex_digit(ps->tok[3][i]);
+		int d = trib_hex_value(ps->tok[3][i]);
 
 		if (d < 0)
 			return parse_error(ps, "bad index checksum");

@@ -5,6 +5,7 @@
 #include "trace.h"
 
 #include "alloc.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -55,17 +56,6 @@ static TRIB_ATTR_PRINTF(1, 2) const char *key_fail(const char *fmt, ...)
 			*p = '?';
 	}
 	return key_error;
-}
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 static void hex_write(char *dest, const unsigned char *data, size_t size)
@@ -122,7 +112,7 @@ static int keys_parse_line(struct trib_trace_keys *keys, const char *line,
 	if (len == 0 || line[0] == '#')
 		return 0;
 	for (pos = 0; pos < len; pos++) {
-		if (hex_value(line[pos]) < 0) {
+		if (trib_hex_value(line[pos]) < 0) {
 			key_fail("trace key %s: line %u: bad syntax "
 				 "(a key is %d hex digits)",
 				 name, line_num, KEY_HEX_LEN);
@@ -143,8 +133,8 @@ static int keys_parse_line(struct trib_trace_keys *keys, const char *line,
 	key = &keys->keys[keys->count];
 	for (pos = 0; pos < TRIB_TRACE_KEY_SIZE; pos++) {
 		key->bytes[pos] =
-			(unsigned char)(hex_value(line[2 * pos]) << 4 |
-					hex_value(line[2 * pos + 1]));
+			(unsigned char)(trib_hex_value(line[2 * pos]) << 4 |
+					trib_hex_value(line[2 * pos + 1]));
 	}
 	key_set_id(key);
 	for (i = 0; i < keys->count; i++) {
@@ -338,43 +328,6 @@ int trib_trace_keys_load(const char *path, struct trib_trace_keys **keys_r,
 
 /* ---- generating ---- */
 
-static int write_all(int fd, const char *data, size_t size)
-{
-	ssize_t ret;
-
-	while (size > 0) {
-		ret = write(fd, data, size);
-		if (ret < 0 && errno == EINTR)
-			continue;
-		if (ret < 0)
-			return -1;
-		data += ret;
-		size -= (size_t)ret;
-	}
-	return 0;
-}
-
-static int fsync_dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char *dir;
-	int fd, ret;
-
-	if (slash == NULL)
-		dir = trib_strdup(".");
-	else if (slash == path)
-		dir = trib_strdup("/");
-	else
-		dir = trib_strndup(path, (size_t)(slash - path));
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(dir);
-	if (fd < 0)
-		return -1;
-	ret = fsync(fd);
-	close(fd);
-	return ret;
-}
-
 /* The file's text: the comment, then one hex line per key. Wipe it. */
 static size_t key_file_text(char *text, size_t size,
 			    const unsigned char *new_key,
@@ -417,7 +370,7 @@ static char *write_temp(const char *path, const char *text, size_t len,
 	    (gid != (gid_t)-1 && fchown(fd, (uid_t)-1, gid) < 0)) {
 		key_fail("trace key %s: cannot set mode 0640 / group %ld: %s",
 			 path, (long)gid, strerror(errno));
-	} else if (write_all(fd, text, len) < 0 || fsync(fd) < 0) {
+	} else if (trib_write_full(fd, text, len) < 0 || fsync(fd) < 0) {
 		key_fail("trace key %s: write failed: %s", path,
 			 strerror(errno));
 	} else if (close(fd) < 0) {
@@ -486,7 +439,7 @@ int trib_trace_key_generate(const char *path,
 	}
 	ret = install_temp(tmp, path, keep != NULL);
 	free(tmp);
-	if (ret == 0 && fsync_dir_of(path) < 0) {
+	if (ret == 0 && trib_fsync_dir_of(path) < 0) {
 		key_fail("trace key %s: fsync of its directory failed: %s",
 			 path, strerror(errno));
 		ret = -1;

@@ -6,6 +6,8 @@
 
 #include "vault-private.h"
 
+#include "fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -54,17 +56,6 @@ static TRIB_ATTR_PRINTF(1, 2) const char *key_fail(const char *fmt, ...)
 			*p = '?';
 	}
 	return key_error;
-}
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 static void hex_write(char *dest, const unsigned char *data, size_t size)
@@ -136,7 +127,7 @@ enum trib_vault_error trib_vault_key_parse(const char *text, size_t size,
 		if (len == 0 || line[0] == '#')
 			continue;
 		for (size_t i = 0; i < len; i++) {
-			if (hex_value(line[i]) < 0) {
+			if (trib_hex_value(line[i]) < 0) {
 				*error_r = key_fail(
 					"vault key %s: line %u: bad syntax "
 					"(the key is %d hex digits)",
@@ -158,9 +149,10 @@ enum trib_vault_error trib_vault_key_parse(const char *text, size_t size,
 			goto fail;
 		}
 		for (size_t i = 0; i < TRIB_VAULT_KEY_SIZE; i++) {
-			master[i] =
-				(unsigned char)(hex_value(line[2 * i]) << 4 |
-						hex_value(line[2 * i + 1]));
+			master[i] = (unsigned char)(trib_hex_value(line[2 * i])
+							    << 4 |
+						    trib_hex_value(
+							    line[2 * i + 1]));
 		}
 	}
 	if (keys == 0) {
@@ -302,45 +294,6 @@ enum trib_vault_error trib_vault_key_load(const char *path,
 
 /* ---- generating ---- */
 
-static int write_all(int fd, const char *data, size_t size)
-{
-	while (size > 0) {
-		ssize_t ret = write(fd, data, size);
-
-		if (ret < 0 && errno == EINTR)
-			continue;
-		if (ret <= 0) {
-			if (ret == 0)
-				errno = EIO;
-			return -1;
-		}
-		data += ret;
-		size -= (size_t)ret;
-	}
-	return 0;
-}
-
-static int fsync_dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char *dir;
-	int fd, ret;
-
-	if (slash == NULL)
-		dir = trib_strdup(".");
-	else if (slash == path)
-		dir = trib_strdup("/");
-	else
-		dir = trib_strndup(path, (size_t)(slash - path));
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(dir);
-	if (fd < 0)
-		return -1;
-	ret = fsync(fd);
-	close(fd);
-	return ret;
-}
-
 /* Write text into a new temporary file beside path: its name, or NULL
  * with the error set. */
 static char *write_temp(const char *path, const char *text, size_t len,
@@ -363,7 +316,7 @@ static char *write_temp(const char *path, const char *text, size_t len,
 	else if (fchmod(fd, 0600) < 0)
 		key_fail("vault key %s: cannot set mode 0600: %s", path,
 			 strerror(errno));
-	else if (write_all(fd, text, len) < 0 || fsync(fd) < 0)
+	else if (trib_write_full(fd, text, len) < 0 || fsync(fd) < 0)
 		key_fail("vault key %s: write failed: %s", path,
 			 strerror(errno));
 	else if (close(fd) < 0) {
@@ -430,7 +383,7 @@ enum trib_vault_error trib_vault_key_generate(const char *path, uid_t uid,
 	if (ret < 0)
 		return link_errno == EEXIST ? TRIB_VAULT_ERR_KEY_EXISTS
 					    : TRIB_VAULT_ERR_IO;
-	if (fsync_dir_of(path) < 0) {
+	if (trib_fsync_dir_of(path) < 0) {
 		*error_r = key_fail("vault key %s: fsync of its directory "
 				    "failed: %s",
 				    path, strerror(errno));
