@@ -211,7 +211,45 @@ static int report_globals(const struct trib_global_settings *globals)
 	return globals->error_count > 0 ? -1 : 0;
 }
 
+/* Whether one of the accounts this run syncs logs in with OAuth. */
+static bool run_needs_vault(const struct sync_run *run)
+{
+	for (unsigned int i = 0; i < run->list.count; i++) {
+		const struct trib_account *a = run->list.accounts[i];
+
+		if ((run->account == NULL ||
+		     strcmp(a->name, run->account) == 0) &&
+		    a->auth == TRIB_AUTH_OAUTH2)
+			return true;
+	}
+	return false;
+}
+
+/* Open the user's vault from the open state. On failure *error_r says
+ * why (a copy), and the OAuth accounts report it; the others go on. */
+static void vault_open(const struct sync_run *run, struct trib_state *state,
+		       struct trib_vault_key **key_r,
+		       struct trib_vault **vault_r, char **error_r)
+{
+	const char *error;
+
+	*vault_r = NULL;
+	*error_r = NULL;
+	if (trib_vault_key_load(run->env.globals.vault_key_file, key_r,
+				&error) != TRIB_VAULT_OK) {
+		/* a missing key's error already says to run `tributary
+		 * init` */
+		*error_r = trib_strdup(error);
+		return;
+	}
+	if (trib_vault_open(state, *key_r, vault_r, &error) != TRIB_VAULT_OK) {
+		*error_r = trib_strdup(error);
+		trib_vault_key_destroy(key_r);
+	}
+}
+
 static int sync_accounts(struct sync_run *run, struct trib_state *state,
+			 struct trib_vault *vault, const char *vault_error,
 			 const struct trib_trace_keys *keys,
 			 json_object *jaccounts, enum sync_status *status)
 {
@@ -226,6 +264,9 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 	set.lmtp_sessions = run->lmtp_sessions;
 	set.state = state;
 	set.keys = keys;
+	set.vault = vault;
+	set.vault_error = vault_error;
+	set.global = &run->env.global;
 	set.logger = &run->env.logger;
 	if (!run->json && !run->options.verbose && progress_bar_wanted()) {
 		progress_bar_init(&bar, stderr, run->user_name);
@@ -250,7 +291,7 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 				printf(", %u re-mapped", result.remapped);
 			printf("\n");
 			fflush(stdout);
-		} else {
+		} else if (run->json) {
 			json_object_array_add(jaccounts,
 					      result_json(a->name, &result));
 		}
@@ -277,6 +318,9 @@ int cmd_sync(int argc, char **argv)
 	struct sync_run run;
 	struct trib_trace_keys *keys = NULL;
 	struct trib_state *state = NULL;
+	struct trib_vault_key *vault_key = NULL;
+	struct trib_vault *vault = NULL;
+	char *vault_error = NULL;
 	enum sync_status status = SYNC_OK;
 	json_object *root = NULL, *jaccounts = NULL;
 	const char *error;
@@ -326,12 +370,18 @@ int cmd_sync(int argc, char **argv)
 		sync_run_free(&run);
 		return CLI_EXIT_TEMPFAIL;
 	}
+	if (run_needs_vault(&run))
+		vault_open(&run, state, &vault_key, &vault, &vault_error);
 	if (run.json) {
 		root = json_object_new_object();
 		jaccounts = json_object_new_array();
 	}
-	if (sync_accounts(&run, state, keys, jaccounts, &status) < 0)
+	if (sync_accounts(&run, state, vault, vault_error, keys, jaccounts,
+			  &status) < 0)
 		status = worse(status, SYNC_TEMP);
+	trib_vault_close(&vault);
+	trib_vault_key_destroy(&vault_key);
+	free(vault_error);
 	trib_state_close(&state);
 	trib_trace_keys_destroy(&keys);
 	if (run.json) {

@@ -7,6 +7,7 @@
  *                   one, the state commits, the result
  *   sync-fetch.c    the metadata pass over the new UIDs of a folder and
  *                   the UIDVALIDITY re-map
+ *   sync-oauth.c    the access token of an oauth2 account
  *   sync-deliver.c  the bodies, streamed from IMAP into the LMTP
  *                   sessions behind their trace headers, and LMTP's
  *                   answers
@@ -22,6 +23,8 @@
 
 #include <stdint.h>
 
+struct trib_http_client;
+
 #define SYNC_WINDOW 100
 /* The metadata pass goes by UID ranges aiming at this many messages, so
  * memory stays flat however many messages are new. */
@@ -29,6 +32,9 @@
 #define SYNC_COMMIT_EVERY 100
 #define SYNC_HEADER_MAX 8192
 #define SYNC_DEFAULT_SESSIONS 4
+/* A cached access token is used only while it is valid this much
+ * longer. */
+#define SYNC_OAUTH_MARGIN_SECS 300
 
 enum msg_outcome {
 	MSG_PENDING,   /* not sent yet */
@@ -66,6 +72,13 @@ struct sync {
 	char *recipient; /* user or user+Folder */
 
 	struct trib_imap_client *imap;
+	/* oauth2: the token endpoint's client (sync-oauth.c); whether the
+	 * access token came from the vault; whether the server refused the
+	 * token (then: one refresh, one reconnect) */
+	struct trib_http_client *http;
+	bool oauth_cached;
+	bool token_refused;
+	bool oauth_retry, oauth_retried;
 	struct trib_lmtp_client **lmtp;
 	unsigned int lmtp_count;
 	bool reading_paused;
@@ -139,6 +152,15 @@ void sync_fail_folder(struct sync *s, enum sync_status status, const char *what,
 
 /* Done with the current folder (and its removals): on to the next. */
 void sync_folder_next(struct sync *s);
+
+/* sync-oauth.c */
+/* The access token of an oauth2 account: the vault's while it is valid
+ * for SYNC_OAUTH_MARGIN_SECS more (unless force), else a new one from the
+ * token endpoint (runs the loop until it answers). Returns 0 with
+ * *token_r (wipe it with trib_secret_free()), or -1 with the error in
+ * the result (TEMP: deferred; AUTH: reauthorization required). */
+int sync_oauth_token(struct sync *s, bool force, char **token_r);
+void sync_oauth_deinit(struct sync *s);
 
 /* sync-folders.c */
 /* Expand the account's folder patterns (LIST), then call ready. */

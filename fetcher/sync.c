@@ -295,6 +295,14 @@ static void imap_event(const struct trib_imap_event *event, void *context)
 				   "the IMAP connection was lost mid-message");
 		s->account_failed = true;
 		break;
+	case TRIB_IMAP_EVENT_BYE:
+		/* Exchange: "* BYE ... AccessTokenExpired" instead of NO */
+		if (s->account->auth == TRIB_AUTH_OAUTH2 &&
+		    !trib_imap_client_is_authenticated(s->imap) &&
+		    event->text != NULL &&
+		    strstr(event->text, "AccessTokenExpired") != NULL)
+			s->token_refused = true;
+		break;
 	case TRIB_IMAP_EVENT_ALERT:
 		sync_result_error(s->result, SYNC_OK, "%s: server alert: %s",
 				  s->name, event->text);
@@ -304,10 +312,35 @@ static void imap_event(const struct trib_imap_event *event, void *context)
 	}
 }
 
+/* Whether an oauth2 login failed because of the token: NO
+ * [AUTHENTICATIONFAILED] (after the XOAUTH2 error challenge too), or the
+ * BYE AccessTokenExpired seen before the connection went away. */
+static bool oauth_refused(const struct sync *s,
+			  const struct trib_imap_reply *reply)
+{
+	if (s->account->auth != TRIB_AUTH_OAUTH2)
+		return false;
+	return s->token_refused ||
+	       (reply->code != NULL &&
+		strcmp(reply->code, "AUTHENTICATIONFAILED") == 0);
+}
+
 static void auth_done(const struct trib_imap_reply *reply, void *context)
 {
 	struct sync *s = context;
 
+	if (reply->status != TRIB_IMAP_STATUS_OK && oauth_refused(s, reply) &&
+	    !s->oauth_retried) {
+		/* refresh once and connect again (sync_account) */
+		trib_log(s->set->logger, TRIB_LOG_DEBUG,
+			 "%s: the server refused the access token: "
+			 "refreshing it",
+			 s->name);
+		s->oauth_retry = true;
+		s->done = true;
+		trib_loop_break(s->loop);
+		return;
+	}
 	if (reply->status != TRIB_IMAP_STATUS_OK) {
 		sync_result_error(
 			s->result,
@@ -331,6 +364,20 @@ struct connect_ctx {
 	char *password;
 };
 
+/* The first of the account's SASL mechanisms the server offers (the
+ * first of all when it offers none: its refusal then says so). */
+static const char *sasl_mech(const struct sync *s)
+{
+	char cap[64];
+
+	for (unsigned int i = 0; i < s->account->sasl_count; i++) {
+		snprintf(cap, sizeof(cap), "AUTH=%s", s->account->sasl[i]);
+		if (trib_imap_client_has_capability(s->imap, cap))
+			return s->account->sasl[i];
+	}
+	return s->account->sasl[0];
+}
+
 static void connect_done(const struct trib_imap_reply *reply, void *context)
 {
 	struct connect_ctx *ctx = context;
@@ -349,22 +396,121 @@ static void connect_done(const struct trib_imap_reply *reply, void *context)
 		account_finish(s);
 		return;
 	}
-	trib_imap_client_authenticate(s->imap, s->account->sasl[0],
-				      s->account->login, password, auth_done,
-				      s);
+	trib_log(s->set->logger, TRIB_LOG_DEBUG, "%s: AUTHENTICATE %s", s->name,
+		 sasl_mech(s));
+	trib_imap_client_authenticate(s->imap, sasl_mech(s), s->account->login,
+				      password, auth_done, s);
 	trib_secret_free(&password);
+}
+
+/* The secret to log in with: the password file's, or an oauth2
+ * account's access token. NULL after recording the error. */
+static char *account_secret(struct sync *s, bool force_refresh)
+{
+	const struct trib_account *account = s->account;
+	char *secret;
+
+	if (account->sasl_count == 0) {
+		sync_result_error(s->result, SYNC_CONFIG,
+				  "%s: no SASL mechanism for auth %s", s->name,
+				  trib_auth_method_name(account->auth));
+		return NULL;
+	}
+	if (account->auth == TRIB_AUTH_OAUTH2) {
+		if (sync_oauth_token(s, force_refresh, &secret) < 0)
+			return NULL;
+		return secret;
+	}
+	if (account->auth != TRIB_AUTH_PASSWORD_FILE) {
+		sync_result_error(s->result, SYNC_CONFIG,
+				  "%s: auth %s is not supported by sync yet",
+				  s->name,
+				  trib_auth_method_name(account->auth));
+		return NULL;
+	}
+	if (account->password_file == NULL) {
+		sync_result_error(s->result, SYNC_CONFIG,
+				  "%s: auth password_file needs "
+				  "tributary_%s_password_file",
+				  s->name, account->name);
+		return NULL;
+	}
+	secret = cli_read_secret(account->password_file, "");
+	if (secret == NULL)
+		sync_result_error(s->result, SYNC_CONFIG,
+				  "%s: cannot read the password from %s",
+				  s->name, account->password_file);
+	return secret;
+}
+
+static int imap_create(struct sync *s)
+{
+	struct trib_imap_client_settings imap_set;
+	const struct trib_account *account = s->account;
+	const char *error;
+
+	memset(&imap_set, 0, sizeof(imap_set));
+	imap_set.name = s->name;
+	imap_set.host = account->host;
+	imap_set.port = account->port;
+	imap_set.tls_mode = account->tls;
+	imap_set.ca_file = account->ca_file;
+	imap_set.tls_verify = account->tls_verify;
+	imap_set.logger = s->set->logger;
+	s->imap = trib_imap_client_create(s->loop, &imap_set, &error);
+	if (s->imap == NULL) {
+		sync_result_error(s->result, SYNC_CONFIG, "%s: %s", s->name,
+				  error);
+		return -1;
+	}
+	trib_imap_client_set_event_handler(s->imap, imap_event, s);
+	return 0;
+}
+
+/* Connect with secret (taken) and run the pass until it is over. */
+static void run_pass(struct sync *s, char *secret)
+{
+	struct connect_ctx *ctx;
+
+	ctx = trib_calloc(1, sizeof(*ctx));
+	ctx->sync = s;
+	ctx->password = secret;
+	trib_imap_client_connect(s->imap, connect_done, ctx);
+	while (!s->done)
+		trib_loop_run(s->loop);
+}
+
+/* The server refused the access token: a new one, a new connection,
+ * once. */
+static void retry_oauth(struct sync *s)
+{
+	char *secret;
+
+	s->oauth_retry = false;
+	s->oauth_retried = true;
+	trib_imap_client_destroy(&s->imap);
+	secret = account_secret(s, true);
+	if (secret == NULL)
+		return;
+	if (imap_create(s) < 0) {
+		trib_secret_free(&secret);
+		return;
+	}
+	s->done = false;
+	s->logging_out = false;
+	s->account_failed = false;
+	s->token_refused = false;
+	run_pass(s, secret);
 }
 
 void sync_account(struct trib_loop *loop, const struct sync_settings *set,
 		  const struct trib_account *account,
 		  struct sync_result *result_r)
 {
-	struct trib_imap_client_settings imap_set;
 	struct trib_lmtp_client_settings lmtp_set;
-	struct connect_ctx *ctx;
 	struct sync s;
 	const char *error;
-	char *password;
+	char *secret;
 
 	memset(result_r, 0, sizeof(*result_r));
 	memset(&s, 0, sizeof(s));
@@ -379,45 +525,13 @@ void sync_account(struct trib_loop *loop, const struct sync_settings *set,
 			      : trib_strdup(set->user);
 
 	result_r->skipped = true;
-	if (account->auth != TRIB_AUTH_PASSWORD_FILE) {
-		sync_result_error(result_r, SYNC_CONFIG,
-				  "%s: auth %s needs `tributary authorize` "
-				  "(not built yet)",
-				  s.name, trib_auth_method_name(account->auth));
+	secret = account_secret(&s, false);
+	if (secret == NULL)
+		goto out;
+	if (imap_create(&s) < 0) {
+		trib_secret_free(&secret);
 		goto out;
 	}
-	if (account->password_file == NULL || account->sasl_count == 0) {
-		sync_result_error(result_r, SYNC_CONFIG,
-				  "%s: auth password_file needs "
-				  "tributary_%s_password_file and a SASL "
-				  "mechanism",
-				  s.name, account->name);
-		goto out;
-	}
-	password = cli_read_secret(account->password_file, "");
-	if (password == NULL) {
-		sync_result_error(result_r, SYNC_CONFIG,
-				  "%s: cannot read the password from %s",
-				  s.name, account->password_file);
-		goto out;
-	}
-
-	memset(&imap_set, 0, sizeof(imap_set));
-	imap_set.name = s.name;
-	imap_set.host = account->host;
-	imap_set.port = account->port;
-	imap_set.tls_mode = account->tls;
-	imap_set.ca_file = account->ca_file;
-	imap_set.tls_verify = account->tls_verify;
-	imap_set.logger = set->logger;
-	s.imap = trib_imap_client_create(loop, &imap_set, &error);
-	if (s.imap == NULL) {
-		trib_secret_free(&password);
-		sync_result_error(result_r, SYNC_CONFIG, "%s: %s", s.name,
-				  error);
-		goto out;
-	}
-	trib_imap_client_set_event_handler(s.imap, imap_event, &s);
 
 	s.lmtp_count = set->lmtp_sessions > 0 ? set->lmtp_sessions
 					      : SYNC_DEFAULT_SESSIONS;
@@ -429,7 +543,7 @@ void sync_account(struct trib_loop *loop, const struct sync_settings *set,
 		s.lmtp[i] = trib_lmtp_client_create(
 			loop, &lmtp_set, &sync_lmtp_handlers, &s, &error);
 		if (s.lmtp[i] == NULL) {
-			trib_secret_free(&password);
+			trib_secret_free(&secret);
 			sync_result_error(result_r, SYNC_CONFIG,
 					  "%s: tributary_lmtp: %s", s.name,
 					  error);
@@ -439,18 +553,16 @@ void sync_account(struct trib_loop *loop, const struct sync_settings *set,
 	}
 
 	result_r->skipped = false;
-	ctx = trib_calloc(1, sizeof(*ctx));
-	ctx->sync = &s;
-	ctx->password = password;
-	trib_imap_client_connect(s.imap, connect_done, ctx);
-	while (!s.done)
-		trib_loop_run(loop);
+	run_pass(&s, secret);
+	if (s.oauth_retry)
+		retry_oauth(&s);
 	if (trib_state_is_dirty(set->state))
 		sync_commit(&s);
 out:
 	sync_abort_current(&s, "stopping");
 	if (s.imap != NULL)
 		trib_imap_client_destroy(&s.imap);
+	sync_oauth_deinit(&s);
 	for (unsigned int i = 0; i < s.lmtp_count; i++)
 		trib_lmtp_client_destroy(&s.lmtp[i]);
 	free(s.lmtp);

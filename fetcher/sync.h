@@ -6,8 +6,12 @@
  * user's mailbox through LMTP, behind its signed trace header, recording
  * what LMTP answered in the user's state.
  *
- * Borrows: the loop, the state (open, locked), the trace keys, the
- * account and the logger. Owns: the result's strings. */
+ * Accounts with auth = oauth2 log in with an access token from the
+ * user's vault, refreshed at the token endpoint when it is about to
+ * expire or the server refuses it (sync-oauth.c).
+ *
+ * Borrows: the loop, the state (open, locked), the vault, the trace
+ * keys, the account and the logger. Owns: the result's strings. */
 
 #include "account.h"
 #include "log.h"
@@ -15,8 +19,10 @@
 #include <stdbool.h>
 
 struct trib_loop;
+struct trib_settings_layer;
 struct trib_state;
 struct trib_trace_keys;
+struct trib_vault;
 
 /* How far the pass over the current folder is. */
 struct sync_progress {
@@ -41,6 +47,13 @@ struct sync_settings {
 	unsigned int lmtp_sessions; /* 0 = 4 */
 	struct trib_state *state;
 	const struct trib_trace_keys *keys;
+	/* The user's token vault (oauth2 accounts), opened from state; NULL
+	 * when no account needs it or it cannot be opened: then vault_error
+	 * says why (shown for each oauth2 account). */
+	struct trib_vault *vault;
+	const char *vault_error;
+	/* The global settings (an inline client secret), or NULL. */
+	const struct trib_settings_layer *global;
 	const struct trib_logger *logger;
 	/* Optional: called as the pass goes (often: after every chunk of a
 	 * body), for a progress display. */

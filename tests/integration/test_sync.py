@@ -413,14 +413,16 @@ class TestSync(unittest.TestCase):
         self.assertIn(" hdr_count=0 ", logouts[0])
 
     def test_8_json_and_other_accounts(self):
-        # every account: `work` is OAuth, which needs `tributary authorize`
+        # every account: `work` is OAuth with no refresh token in the
+        # vault yet: it needs `tributary authorize`
         code, out, err = sync(["--json"])
-        self.assertEqual(code, 78, out + err)
-        self.assertIn("alice/work: auth oauth2 needs `tributary authorize` "
-                      "(not built yet)", err)
+        self.assertEqual(code, 77, out + err)
+        self.assertIn("alice/work: reauthorization required: run `tributary "
+                      "authorize -u alice work` (no refresh token in the "
+                      "vault)", err)
         doc = json.loads(out)
         self.assertEqual(doc["user"], "alice")
-        self.assertEqual(doc["exit"], 78)
+        self.assertEqual(doc["exit"], 77)
         home = [a for a in doc["accounts"] if a["account"] == "home"][0]
         self.assertEqual((home["new"], home["delivered"], home["deferred"]),
                          (0, 0, 0))

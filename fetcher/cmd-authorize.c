@@ -1,0 +1,899 @@
+/* cmd-authorize.c: `tributary authorize`: sign a user's remote account in
+ * (OAuth 2.0 device code, loopback redirect or pasted redirect, each with
+ * the engine of oauth.h; Microsoft 365 app-only; or an app password) and
+ * keep what it yields in the user's vault (vault.h).
+ *
+ * The user's state is opened (its lock is the vault's) before the flow
+ * starts, so a key or vault problem is found before anyone signs in and
+ * no sync of this user rewrites the vault meanwhile. Secrets never come
+ * from argv and are never printed: the authorization URL holds only the
+ * PKCE challenge and the state, the device flow's user code is meant to
+ * be shown. */
+
+#include "cli.h"
+
+#include "authorize-loopback.h"
+#include "cli-env.h"
+
+#include "account.h"
+#include "alloc.h"
+#include "http.h"
+#include "loop.h"
+#include "oauth.h"
+#include "state.h"
+#include "userdb.h"
+#include "vault.h"
+
+#include <event2/event.h>
+#include <getopt.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* How long a browser sign-in may take before the loopback wait ends. */
+#define AUTHORIZE_LOOPBACK_TIMEOUT_SECS (10 * 60)
+#define AUTHORIZE_PASTE_REDIRECT "http://localhost"
+
+enum auth_flow {
+	AUTH_FLOW_DEFAULT,
+	AUTH_FLOW_DEVICE,
+	AUTH_FLOW_LOOPBACK,
+	AUTH_FLOW_PASTE,
+	AUTH_FLOW_CLIENT_CREDENTIALS,
+	AUTH_FLOW_APP_PASSWORD,
+};
+
+static const char *const flow_names[] = {
+	[AUTH_FLOW_DEFAULT] = "default",
+	[AUTH_FLOW_DEVICE] = "device",
+	[AUTH_FLOW_LOOPBACK] = "loopback",
+	[AUTH_FLOW_PASTE] = "paste",
+	[AUTH_FLOW_CLIENT_CREDENTIALS] = "client-credentials",
+	[AUTH_FLOW_APP_PASSWORD] = "app-password",
+};
+
+struct auth_run {
+	const char *user, *account_name, *secret_file;
+	enum auth_flow flow;
+	bool no_browser;
+	struct cli_env_options options;
+	struct cli_env env;
+
+	bool looked_up, found;
+	char *user_name;
+	char *lookup_error;
+	struct trib_account_list list;
+	const struct trib_account *account;
+
+	struct trib_http_client *http;
+	struct trib_oauth_settings set;
+	char *client_secret;
+	char *name;
+
+	/* the outcome of the flow */
+	bool done;
+	int exit_code;
+	struct trib_oauth_token *token;
+	struct trib_oauth_device_poll *poll;
+	struct trib_oauth_request *request;
+	struct auth_loopback *loopback;
+	char *verifier;
+	char *redirect_uri;
+};
+
+static void authorize_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: tributary authorize [-c CONFIG] -u USER ACCOUNT\n"
+		"           [--flow device|loopback|paste|client-credentials|"
+		"app-password]\n"
+		"           [--no-browser] [--secret-file FILE]\n"
+		"\n"
+		"Sign the user's remote ACCOUNT in and keep the tokens (or the "
+		"app\npassword) in the user's vault.\n"
+		"\n"
+		"  -c, --config FILE       Dovecot's config (default: its "
+		"own)\n"
+		"  -u, --user USER         the local user\n"
+		"      --flow FLOW         default: device for Microsoft, "
+		"loopback for\n"
+		"                          Google (paste without a terminal or "
+		"with\n"
+		"                          --no-browser), paste for Yahoo, "
+		"app-password\n"
+		"                          for auth app_password\n"
+		"      --no-browser        no browser on this host: paste "
+		"instead of\n"
+		"                          loopback\n"
+		"      --secret-file FILE  app-password: read it from FILE's "
+		"first line\n"
+		"      --userdb-socket P   default "
+		"<base_dir>/tributary-userdb\n"
+		"      --doveconf PATH     the doveconf binary\n"
+		"  -v, --verbose           log the details\n"
+		"\nExit: 0 stored, 64 usage, 75 try again later, 77 refused or "
+		"denied,\n78 configuration.\n");
+}
+
+static int authorize_parse_args(struct auth_run *run, int argc, char **argv)
+{
+	static const struct option options[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "flow", required_argument, NULL, 'f' },
+		{ "no-browser", no_argument, NULL, 'n' },
+		{ "secret-file", required_argument, NULL, 'S' },
+		{ "userdb-socket", required_argument, NULL, 's' },
+		{ "doveconf", required_argument, NULL, 'd' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool known;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:u:v", options, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			run->options.config = optarg;
+			break;
+		case 'u':
+			run->user = optarg;
+			break;
+		case 'f':
+			known = false;
+			for (size_t i = 1; i < TRIB_N_ELEMENTS(flow_names);
+			     i++) {
+				if (strcmp(optarg, flow_names[i]) == 0) {
+					run->flow = (enum auth_flow)i;
+					known = true;
+				}
+			}
+			if (!known) {
+				cli_error("--flow: unknown flow '%s'", optarg);
+				goto bad;
+			}
+			break;
+		case 'n':
+			run->no_browser = true;
+			break;
+		case 'S':
+			run->secret_file = optarg;
+			break;
+		case 's':
+			run->options.socket = optarg;
+			break;
+		case 'd':
+			run->options.doveconf_bin = optarg;
+			break;
+		case 'v':
+			run->options.verbose = true;
+			break;
+		case 'h':
+			authorize_usage(stdout);
+			return 1;
+		default:
+			goto bad;
+		}
+	}
+	if (optind < argc)
+		run->account_name = argv[optind++];
+	if (optind != argc || run->user == NULL || run->account_name == NULL)
+		goto bad;
+	return 0;
+bad:
+	authorize_usage(stderr);
+	return -1;
+}
+
+static void lookup_done(int result, const struct trib_userdb_user *user,
+			const char *error, void *context)
+{
+	struct auth_run *run = context;
+
+	run->looked_up = true;
+	trib_loop_break(run->env.loop);
+	if (result < 0) {
+		run->lookup_error = trib_strdup(error);
+		return;
+	}
+	if (result == 0)
+		return;
+	run->found = true;
+	run->user_name =
+		trib_strdup(user->name != NULL ? user->name : run->user);
+	cli_accounts_from_userdb(user, run->user_name, &run->env.global,
+				 &run->env.globals, &run->list);
+}
+
+static void auth_run_free(struct auth_run *run)
+{
+	trib_oauth_device_poll_abort(&run->poll);
+	trib_oauth_request_abort(&run->request);
+	auth_loopback_destroy(&run->loopback);
+	trib_http_client_destroy(&run->http);
+	trib_oauth_token_free(&run->token);
+	trib_secret_free(&run->verifier);
+	trib_secret_free(&run->client_secret);
+	free(run->redirect_uri);
+	free(run->name);
+	trib_account_list_free(&run->list);
+	free(run->user_name);
+	free(run->lookup_error);
+	cli_env_close(&run->env);
+}
+
+/* ---- choosing the flow ---- */
+
+static bool provider_is(const struct trib_account *a, const char *name)
+{
+	return a->provider != NULL && strcmp(a->provider->name, name) == 0;
+}
+
+static enum auth_flow default_flow(const struct auth_run *run)
+{
+	const struct trib_account *a = run->account;
+	bool browser = !run->no_browser && isatty(STDIN_FILENO);
+
+	if (a->auth == TRIB_AUTH_APP_PASSWORD)
+		return AUTH_FLOW_APP_PASSWORD;
+	if (provider_is(a, "outlook") && a->oauth.device_url != NULL)
+		return AUTH_FLOW_DEVICE;
+	if (provider_is(a, "yahoo"))
+		return AUTH_FLOW_PASTE;
+	return browser ? AUTH_FLOW_LOOPBACK : AUTH_FLOW_PASTE;
+}
+
+/* CLI_EXIT_OK when flow fits the account; else the exit code with the
+ * error printed (a flow asked for that the account cannot use is a usage
+ * error). */
+static int flow_check(const struct auth_run *run, enum auth_flow flow)
+{
+	int misfit = run->flow != AUTH_FLOW_DEFAULT ? CLI_EXIT_USAGE
+						    : CLI_EXIT_CONFIG;
+
+	const struct trib_account *a = run->account;
+	const char *name = run->name;
+
+	if (a->auth == TRIB_AUTH_PASSWORD_FILE) {
+		cli_error("%s: auth password_file: the password is read from "
+			  "%s, nothing to authorize",
+			  name, a->password_file);
+		return CLI_EXIT_CONFIG;
+	}
+	if (flow == AUTH_FLOW_APP_PASSWORD)
+		return CLI_EXIT_OK;
+	if (a->auth != TRIB_AUTH_OAUTH2) {
+		cli_error("%s: auth %s: --flow %s needs auth oauth2 (or use "
+			  "--flow app-password)",
+			  name, trib_auth_method_name(a->auth),
+			  flow_names[flow]);
+		return misfit;
+	}
+	if (flow == AUTH_FLOW_DEVICE && a->oauth.device_url == NULL) {
+		if (provider_is(a, "gmail"))
+			cli_error("%s: Google's device flow allows no Gmail "
+				  "scope: use --flow loopback (or paste)",
+				  name);
+		else
+			cli_error("%s: the %s provider has no device "
+				  "authorization endpoint (oauth_device_url): "
+				  "use --flow loopback or paste",
+				  name, a->provider->name);
+		return misfit;
+	}
+	if (flow == AUTH_FLOW_CLIENT_CREDENTIALS &&
+	    !provider_is(a, "outlook")) {
+		cli_error("%s: client-credentials is Microsoft 365 app-only "
+			  "access (provider outlook)",
+			  name);
+		return misfit;
+	}
+	return CLI_EXIT_OK;
+}
+
+/* ---- the outcome ---- */
+
+static int exit_for(const struct trib_oauth_result *result)
+{
+	switch (result->error_class) {
+	case TRIB_OK:
+		return CLI_EXIT_OK;
+	case TRIB_ERR_TEMP:
+	case TRIB_ERR_WAIT:
+	case TRIB_ERR_CANCELED:
+		return CLI_EXIT_TEMPFAIL;
+	case TRIB_ERR_PERM:
+		break;
+	}
+	if (result->reauthorize)
+		return CLI_EXIT_NOPERM;
+	/* a refused certificate is no configuration of ours to fix either,
+	 * but the client id, secret, scope and URLs are */
+	return CLI_EXIT_CONFIG;
+}
+
+static void flow_finish(struct auth_run *run, int exit_code)
+{
+	run->done = true;
+	run->exit_code = exit_code;
+	trib_loop_break(run->env.loop);
+}
+
+/* A token grant's answer: keep the token, or print why not. */
+static void token_done(struct trib_oauth_result *result, void *context)
+{
+	struct auth_run *run = context;
+
+	run->request = NULL;
+	run->poll = NULL;
+	if (result->warning != NULL)
+		cli_error("%s: warning: %s", run->name, result->warning);
+	if (result->error_class != TRIB_OK || result->token == NULL) {
+		cli_error("%s: %s", run->name,
+			  result->error != NULL ? result->error
+						: "no token came back");
+		flow_finish(run, result->error_class == TRIB_OK
+					 ? CLI_EXIT_TEMPFAIL
+					 : exit_for(result));
+		return;
+	}
+	run->token = result->token;
+	result->token = NULL;
+	flow_finish(run, CLI_EXIT_OK);
+}
+
+static void run_loop(struct auth_run *run)
+{
+	while (!run->done)
+		trib_loop_run(run->env.loop);
+}
+
+/* ---- device code (RFC 8628) ---- */
+
+static void device_started(struct trib_oauth_result *result, void *context)
+{
+	struct auth_run *run = context;
+	const struct trib_oauth_device_auth *d = result->device;
+
+	run->request = NULL;
+	if (result->error_class != TRIB_OK || d == NULL) {
+		cli_error("%s: %s", run->name,
+			  result->error != NULL ? result->error
+						: "no device code came back");
+		flow_finish(run, result->error_class == TRIB_OK
+					 ? CLI_EXIT_TEMPFAIL
+					 : exit_for(result));
+		return;
+	}
+	printf("To sign %s in, open %s\nand enter the code %s\n", run->name,
+	       d->verification_uri, d->user_code);
+	if (d->verification_uri_complete != NULL)
+		printf("(or open %s)\n", d->verification_uri_complete);
+	printf("Waiting for the sign-in (the code is valid for %u minutes)"
+	       "...\n",
+	       (d->expires_in + 59) / 60);
+	fflush(stdout);
+	run->poll = trib_oauth_device_poll_start(run->http, &run->set, d,
+						 token_done, run);
+	if (run->poll == NULL)
+		flow_finish(run, CLI_EXIT_SOFTWARE);
+}
+
+static void flow_device(struct auth_run *run)
+{
+	run->request = trib_oauth_device_start(run->http, &run->set,
+					       device_started, run);
+	if (run->request == NULL) {
+		flow_finish(run, CLI_EXIT_SOFTWARE);
+		return;
+	}
+	run_loop(run);
+}
+
+/* ---- authorization code: loopback and paste ---- */
+
+static char *authorize_url(struct auth_run *run, const char *state)
+{
+	char *challenge = NULL, *url;
+
+	if (trib_oauth_pkce_make(&run->verifier, &challenge) < 0) {
+		cli_error("the random generator failed");
+		return NULL;
+	}
+	url = trib_oauth_authorize_url(&run->set, run->redirect_uri, state,
+				       challenge, run->account->login,
+				       run->account->oauth.authorize_params);
+	free(challenge);
+	return url;
+}
+
+static void exchange(struct auth_run *run, const char *code)
+{
+	run->request = trib_oauth_exchange_code(run->http, &run->set, code,
+						run->redirect_uri,
+						run->verifier, token_done, run);
+	if (run->request == NULL)
+		flow_finish(run, CLI_EXIT_SOFTWARE);
+}
+
+static int provider_error_exit(const char *error_code)
+{
+	if (error_code != NULL &&
+	    (strcmp(error_code, "access_denied") == 0 ||
+	     strcmp(error_code, "consent_required") == 0 ||
+	     strcmp(error_code, "login_required") == 0 ||
+	     strcmp(error_code, "interaction_required") == 0))
+		return CLI_EXIT_NOPERM;
+	return CLI_EXIT_CONFIG;
+}
+
+static void loopback_done(enum auth_loopback_status status, const char *code,
+			  const char *error_code, const char *error,
+			  void *context)
+{
+	struct auth_run *run = context;
+
+	switch (status) {
+	case AUTH_LOOPBACK_CODE:
+		exchange(run, code);
+		break;
+	case AUTH_LOOPBACK_PROVIDER_ERROR:
+		cli_error("%s: %s", run->name, error);
+		flow_finish(run, provider_error_exit(error_code));
+		break;
+	case AUTH_LOOPBACK_REFUSED:
+		cli_error("%s: %s", run->name, error);
+		flow_finish(run, CLI_EXIT_NOPERM);
+		break;
+	}
+}
+
+static void loopback_timeout(evutil_socket_t fd, short what, void *context)
+{
+	struct auth_run *run = context;
+
+	(void)fd;
+	(void)what;
+	if (run->request != NULL)
+		return;
+	cli_error("%s: no redirect came back within %u minutes", run->name,
+		  AUTHORIZE_LOOPBACK_TIMEOUT_SECS / 60);
+	flow_finish(run, CLI_EXIT_TEMPFAIL);
+}
+
+static void print_ssh_hint(unsigned int port)
+{
+	struct passwd *pw = getpwuid(getuid());
+	char host[256];
+
+	if (gethostname(host, sizeof(host)) < 0)
+		snprintf(host, sizeof(host), "this-host");
+	host[sizeof(host) - 1] = '\0';
+	printf("If the browser runs on another machine, forward the port "
+	       "first, from there:\n  ssh -L %u:127.0.0.1:%u %s@%s\n",
+	       port, port, pw != NULL ? pw->pw_name : "USER", host);
+}
+
+static void flow_loopback(struct auth_run *run)
+{
+	struct timeval tv = { AUTHORIZE_LOOPBACK_TIMEOUT_SECS, 0 };
+	struct event *timer;
+	const char *error;
+	char *state, *url;
+
+	state = trib_oauth_random_state();
+	if (state == NULL) {
+		cli_error("the random generator failed");
+		flow_finish(run, CLI_EXIT_SOFTWARE);
+		return;
+	}
+	run->loopback = auth_loopback_create(run->env.loop, state,
+					     loopback_done, run, &error);
+	if (run->loopback == NULL) {
+		cli_error("%s: %s (try --flow paste)", run->name, error);
+		free(state);
+		flow_finish(run, CLI_EXIT_TEMPFAIL);
+		return;
+	}
+	run->redirect_uri = trib_strdup_printf(
+		"http://127.0.0.1:%u/", auth_loopback_port(run->loopback));
+	url = authorize_url(run, state);
+	free(state);
+	if (url == NULL) {
+		flow_finish(run, CLI_EXIT_SOFTWARE);
+		return;
+	}
+	printf("To sign %s in, open this address in a browser:\n\n%s\n\n",
+	       run->name, url);
+	print_ssh_hint(auth_loopback_port(run->loopback));
+	printf("Waiting for the browser to come back to "
+	       "http://127.0.0.1:%u/ ...\n",
+	       auth_loopback_port(run->loopback));
+	fflush(stdout);
+	free(url);
+	timer = evtimer_new(trib_loop_base(run->env.loop), loopback_timeout,
+			    run);
+	evtimer_add(timer, &tv);
+	run_loop(run);
+	event_free(timer);
+	auth_loopback_destroy(&run->loopback);
+}
+
+static void flow_paste(struct auth_run *run)
+{
+	char *state, *url, *pasted, *query, *got_state, *code, *error;
+
+	state = trib_oauth_random_state();
+	if (state == NULL) {
+		cli_error("the random generator failed");
+		flow_finish(run, CLI_EXIT_SOFTWARE);
+		return;
+	}
+	run->redirect_uri = trib_strdup(AUTHORIZE_PASTE_REDIRECT);
+	url = authorize_url(run, state);
+	if (url == NULL) {
+		free(state);
+		flow_finish(run, CLI_EXIT_SOFTWARE);
+		return;
+	}
+	printf("To sign %s in, open this address in a browser:\n\n%s\n\n"
+	       "After signing in, the browser goes to %s and shows an "
+	       "error page:\nthat is expected. Copy the whole address from "
+	       "its address bar and paste\nit here (it is not shown).\n",
+	       run->name, url, AUTHORIZE_PASTE_REDIRECT);
+	fflush(stdout);
+	free(url);
+	pasted = cli_read_secret(NULL, "Address: ");
+	if (pasted == NULL) {
+		free(state);
+		flow_finish(run, CLI_EXIT_USAGE);
+		return;
+	}
+	query = strchr(pasted, '?');
+	query = query != NULL ? query + 1 : pasted;
+	/* a fragment is no part of the query */
+	if (strchr(query, '#') != NULL)
+		*strchr(query, '#') = '\0';
+	got_state = auth_query_param(query, "state");
+	code = auth_query_param(query, "code");
+	error = auth_query_param(query, "error");
+	if (got_state == NULL || strcmp(got_state, state) != 0) {
+		cli_error("%s: the pasted address's state does not match the "
+			  "one sent: refused (an address from another "
+			  "sign-in?)",
+			  run->name);
+		flow_finish(run, CLI_EXIT_NOPERM);
+	} else if (error != NULL) {
+		for (char *p = error; *p != '\0'; p++) {
+			if (*p < 0x21 || *p > 0x7e)
+				*p = '?';
+		}
+		cli_error("%s: the provider redirected with an error (%.64s)",
+			  run->name, error);
+		flow_finish(run, provider_error_exit(error));
+	} else if (code == NULL || code[0] == '\0') {
+		cli_error("%s: the pasted address carries no code", run->name);
+		flow_finish(run, CLI_EXIT_USAGE);
+	} else {
+		exchange(run, code);
+	}
+	trib_secret_free(&pasted);
+	trib_secret_free(&got_state);
+	trib_secret_free(&code);
+	trib_secret_free(&error);
+	trib_secret_free(&state);
+	run_loop(run);
+}
+
+/* ---- Microsoft 365 app-only ---- */
+
+static const char *global_get(struct auth_run *run, const char *key)
+{
+	return run->env.global.get(run->env.global.context, key);
+}
+
+static void flow_client_credentials(struct auth_run *run)
+{
+	const struct trib_account *a = run->account;
+	const char *tenant = global_get(run, "tributary_outlook_app_tenant");
+	const char *client_id =
+		global_get(run, "tributary_outlook_app_client_id");
+	const char *secret_file =
+		global_get(run, "tributary_outlook_app_client_secret_file");
+	char *preset_url = NULL, *token_url = NULL;
+
+	if (tenant == NULL || client_id == NULL || secret_file == NULL) {
+		cli_error("%s: client-credentials needs "
+			  "tributary_outlook_app_tenant, _app_client_id and "
+			  "_app_client_secret_file in conf.d",
+			  run->name);
+		flow_finish(run, CLI_EXIT_CONFIG);
+		return;
+	}
+	/* The tenant's token URL, unless the account names its own. */
+	if (a->provider->token_url != NULL && a->oauth.tenant != NULL)
+		preset_url = trib_oauth_tenant_url(a->provider->token_url,
+						   a->oauth.tenant);
+	if (preset_url != NULL && a->oauth.token_url != NULL &&
+	    strcmp(preset_url, a->oauth.token_url) != 0)
+		token_url = trib_strdup(a->oauth.token_url);
+	else
+		token_url =
+			trib_oauth_tenant_url(a->provider->token_url, tenant);
+	free(preset_url);
+	if (token_url == NULL) {
+		cli_error("%s: tributary_outlook_app_tenant '%s' is not a "
+			  "tenant id or domain",
+			  run->name, tenant);
+		flow_finish(run, CLI_EXIT_CONFIG);
+		return;
+	}
+	trib_secret_free(&run->client_secret);
+	run->client_secret = cli_read_secret(secret_file, NULL);
+	if (run->client_secret == NULL) {
+		free(token_url);
+		flow_finish(run, CLI_EXIT_CONFIG);
+		return;
+	}
+	run->set.token_url = token_url;
+	run->set.client_id = client_id;
+	run->set.client_secret = run->client_secret;
+	run->set.client_secret_rule = TRIB_CLIENT_SECRET_REQUIRED;
+	run->set.scope = TRIB_OAUTH_M365_APP_SCOPE;
+	run->request = trib_oauth_client_credentials(run->http, &run->set,
+						     token_done, run);
+	if (run->request == NULL)
+		flow_finish(run, CLI_EXIT_SOFTWARE);
+	run_loop(run);
+	run->set.token_url = run->account->oauth.token_url;
+	free(token_url);
+}
+
+/* ---- storing ---- */
+
+static int vault_put(struct auth_run *run, struct trib_vault *vault,
+		     enum trib_vault_kind kind, const char *secret,
+		     int64_t expires_at)
+{
+	const char *error;
+
+	if (trib_vault_set(vault, run->account->name, kind, secret, expires_at,
+			   &error) != TRIB_VAULT_OK) {
+		cli_error("%s: %s", run->name, error);
+		return -1;
+	}
+	return 0;
+}
+
+/* Put the outcome into the vault and commit it. */
+static int store(struct auth_run *run, struct trib_vault *vault,
+		 enum auth_flow flow, const char *app_password)
+{
+	const struct trib_oauth_token *t = run->token;
+	const char *name = run->account->name;
+	const char *error;
+
+	if (flow == AUTH_FLOW_APP_PASSWORD) {
+		if (vault_put(run, vault, TRIB_VAULT_APP_PASSWORD, app_password,
+			      0) < 0)
+			return CLI_EXIT_DATAERR;
+	} else {
+		if (t->refresh_token != NULL &&
+		    vault_put(run, vault, TRIB_VAULT_REFRESH_TOKEN,
+			      t->refresh_token, 0) < 0)
+			return CLI_EXIT_SOFTWARE;
+		if (t->refresh_token == NULL &&
+		    flow != AUTH_FLOW_CLIENT_CREDENTIALS)
+			(void)trib_vault_delete(vault, name,
+						TRIB_VAULT_REFRESH_TOKEN);
+		if (vault_put(run, vault, TRIB_VAULT_ACCESS_TOKEN,
+			      t->access_token, (int64_t)t->expires_at) < 0)
+			return CLI_EXIT_SOFTWARE;
+		(void)trib_vault_delete(vault, name, TRIB_VAULT_APP_PASSWORD);
+	}
+	if (trib_vault_commit(vault, &error) != TRIB_VAULT_OK) {
+		cli_error("%s: %s", run->name, error);
+		return CLI_EXIT_TEMPFAIL;
+	}
+	return CLI_EXIT_OK;
+}
+
+static void report_stored(struct auth_run *run, enum auth_flow flow)
+{
+	const struct trib_oauth_token *t = run->token;
+
+	if (flow == AUTH_FLOW_APP_PASSWORD) {
+		printf("%s: app password stored in the vault\n", run->name);
+		return;
+	}
+	if (flow == AUTH_FLOW_CLIENT_CREDENTIALS) {
+		printf("%s: app-only access works: access token for %lld s "
+		       "cached in the vault\n",
+		       run->name, t->expires_in);
+		return;
+	}
+	printf("%s: authorized: %s stored in the vault (access token for "
+	       "%lld s)\n",
+	       run->name,
+	       t->refresh_token != NULL
+		       ? "refresh token"
+		       : "access token only, no refresh token,",
+	       t->expires_in);
+}
+
+/* ---- the command ---- */
+
+static int setup_oauth(struct auth_run *run)
+{
+	const struct trib_account *a = run->account;
+	struct trib_http_client_settings hset;
+	char key[128];
+	const char *value, *error;
+
+	if (a->oauth.client_secret_file != NULL) {
+		run->client_secret =
+			cli_read_secret(a->oauth.client_secret_file, NULL);
+		if (run->client_secret == NULL)
+			return CLI_EXIT_CONFIG;
+	} else if (a->oauth.client_secret_set) {
+		snprintf(key, sizeof(key), "tributary_%s_client_secret",
+			 a->provider->name);
+		value = global_get(run, key);
+		if (value == NULL) {
+			cli_error("%s: %s is set for this user only: give it "
+				  "in conf.d or as client_secret_file",
+				  run->name, key);
+			return CLI_EXIT_CONFIG;
+		}
+		run->client_secret = trib_strdup(value);
+	}
+	trib_oauth_settings_from_account(a, run->client_secret, &run->set);
+	run->set.name = run->name;
+
+	memset(&hset, 0, sizeof(hset));
+	hset.name = run->name;
+	hset.logger = &run->env.logger;
+	run->http = trib_http_client_create(run->env.loop, &hset, &error);
+	if (run->http == NULL) {
+		cli_error("%s", error);
+		return CLI_EXIT_SOFTWARE;
+	}
+	return CLI_EXIT_OK;
+}
+
+static int run_flow(struct auth_run *run, enum auth_flow flow,
+		    char **app_password_r)
+{
+	int ret;
+
+	if (flow == AUTH_FLOW_APP_PASSWORD) {
+		*app_password_r =
+			cli_read_secret(run->secret_file, "App password: ");
+		return *app_password_r != NULL ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+	}
+	ret = setup_oauth(run);
+	if (ret != CLI_EXIT_OK)
+		return ret;
+	switch (flow) {
+	case AUTH_FLOW_DEVICE:
+		flow_device(run);
+		break;
+	case AUTH_FLOW_LOOPBACK:
+		flow_loopback(run);
+		break;
+	case AUTH_FLOW_PASTE:
+		flow_paste(run);
+		break;
+	case AUTH_FLOW_CLIENT_CREDENTIALS:
+		flow_client_credentials(run);
+		break;
+	case AUTH_FLOW_DEFAULT:
+	case AUTH_FLOW_APP_PASSWORD:
+		return CLI_EXIT_SOFTWARE;
+	}
+	return run->exit_code;
+}
+
+static int find_account(struct auth_run *run)
+{
+	trib_userdb_lookup(run->env.userdb, run->user, lookup_done, run);
+	while (!run->looked_up)
+		trib_loop_run(run->env.loop);
+	if (run->lookup_error != NULL) {
+		cli_error("%s", run->lookup_error);
+		return CLI_EXIT_TEMPFAIL;
+	}
+	if (!run->found) {
+		cli_error("%s: user not found in the userdb", run->user);
+		return CLI_EXIT_CONFIG;
+	}
+	for (unsigned int i = 0; i < run->list.count; i++) {
+		if (strcmp(run->list.accounts[i]->name, run->account_name) == 0)
+			run->account = run->list.accounts[i];
+	}
+	run->name =
+		trib_strdup_printf("%s/%s", run->user_name, run->account_name);
+	if (run->account != NULL)
+		return CLI_EXIT_OK;
+	/* a broken account is left out of the list: say why */
+	for (unsigned int i = 0; i < run->list.error_count; i++)
+		cli_error("%s", run->list.errors[i]);
+	cli_error("%s: no such account (tributary accounts -u %s lists them)",
+		  run->name, run->user_name);
+	return CLI_EXIT_CONFIG;
+}
+
+static int authorize_account(struct auth_run *run)
+{
+	struct trib_vault_key *key = NULL;
+	struct trib_state *state = NULL;
+	struct trib_vault *vault = NULL;
+	enum auth_flow flow;
+	char *app_password = NULL;
+	const char *error;
+	int ret;
+
+	flow = run->flow != AUTH_FLOW_DEFAULT ? run->flow : default_flow(run);
+	ret = flow_check(run, flow);
+	if (ret != CLI_EXIT_OK)
+		return ret;
+	if (trib_vault_key_load(run->env.globals.vault_key_file, &key,
+				&error) != TRIB_VAULT_OK) {
+		cli_error("%s (run `tributary init` first)", error);
+		return CLI_EXIT_CONFIG;
+	}
+	if (trib_state_open(run->env.globals.state_dir, run->user_name, &state,
+			    &error) < 0) {
+		cli_error("%s: %s", run->user_name, error);
+		trib_vault_key_destroy(&key);
+		return CLI_EXIT_TEMPFAIL;
+	}
+	if (trib_vault_open(state, key, &vault, &error) != TRIB_VAULT_OK) {
+		cli_error("%s", error);
+		trib_state_close(&state);
+		trib_vault_key_destroy(&key);
+		return CLI_EXIT_CONFIG;
+	}
+	ret = run_flow(run, flow, &app_password);
+	if (ret == CLI_EXIT_OK) {
+		ret = store(run, vault, flow, app_password);
+		if (ret == CLI_EXIT_OK)
+			report_stored(run, flow);
+	}
+	trib_secret_free(&app_password);
+	trib_vault_close(&vault);
+	trib_state_close(&state);
+	trib_vault_key_destroy(&key);
+	return ret;
+}
+
+int cmd_authorize(int argc, char **argv)
+{
+	struct auth_run run;
+	int ret;
+
+	memset(&run, 0, sizeof(run));
+	ret = authorize_parse_args(&run, argc, argv);
+	if (ret != 0)
+		return ret > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+	ret = cli_env_load(&run.env, &run.options);
+	for (unsigned int i = 0;
+	     ret == CLI_EXIT_OK && i < run.env.globals.error_count; i++) {
+		cli_error("%s", run.env.globals.errors[i]);
+		if (i + 1 == run.env.globals.error_count)
+			ret = CLI_EXIT_CONFIG;
+	}
+	if (ret == CLI_EXIT_OK)
+		ret = cli_env_connect(&run.env, &run.options);
+	if (ret == CLI_EXIT_OK)
+		ret = find_account(&run);
+	if (ret == CLI_EXIT_OK)
+		ret = authorize_account(&run);
+	auth_run_free(&run);
+	return ret;
+}
