@@ -220,8 +220,7 @@ static int store_tokens(struct sync *s, const struct refresh_wait *w)
 	return 0;
 }
 
-static int refresh(struct sync *s, const char *refresh_token,
-		   char **token_r)
+static int refresh(struct sync *s, const char *refresh_token, char **token_r)
 {
 	struct trib_http_client_settings http_set;
 	struct trib_oauth_settings oauth_set;
@@ -288,12 +287,14 @@ static int refresh(struct sync *s, const char *refresh_token,
 		sync_result_error(s->result, SYNC_CONFIG,
 				  "%s: the token endpoint refused the refresh: "
 				  "%s",
-				  s->name, w.error != NULL ? w.error : "refused");
+				  s->name,
+				  w.error != NULL ? w.error : "refused");
 	} else {
 		sync_result_error(s->result, SYNC_TEMP,
 				  "%s: cannot refresh the access token, "
 				  "deferred: %s",
-				  s->name, w.error != NULL ? w.error : "failed");
+				  s->name,
+				  w.error != NULL ? w.error : "failed");
 	}
 	trib_oauth_token_free(&w.token);
 	free(w.error);
@@ -321,8 +322,8 @@ int sync_oauth_token(struct sync *s, bool force, char **token_r)
 				     TRIB_VAULT_ACCESS_TOKEN, &token, &info,
 				     &error);
 		if (ret > 0 && info.expires_at != 0 &&
-		    info.expires_at > (int64_t)time(NULL) +
-					      SYNC_OAUTH_MARGIN_SECS) {
+		    info.expires_at >
+			    (int64_t)time(NULL) + SYNC_OAUTH_MARGIN_SECS) {
 			trib_log(s->set->logger, TRIB_LOG_DEBUG,
 				 "%s: cached access token, valid for %lld s",
 				 s->name,
