@@ -4,6 +4,7 @@
 #include "authorize-loopback.h"
 
 #include "alloc.h"
+#include "fileio.h"
 #include "loop.h"
 
 #include <arpa/inet.h>
@@ -62,17 +63,6 @@ static const char page_fail[] =
 static const char page_404[] =
 	"<!DOCTYPE html><html><body><p>Not found.</p></body></html>\n";
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 char *auth_query_param(const char *query, const char *name)
 {
 	size_t name_len = strlen(name);
@@ -96,8 +86,10 @@ char *auth_query_param(const char *query, const char *name)
 				} else if (v[i] != '%') {
 					out[o++] = v[i];
 				} else if (i + 2 < vlen &&
-					   (hi = hexval(v[i + 1])) >= 0 &&
-					   (lo = hexval(v[i + 2])) >= 0) {
+					   (hi = trib_hex_value(v[i + 1])) >=
+						   0 &&
+					   (lo = trib_hex_value(v[i + 2])) >=
+						   0) {
 					out[o++] = (char)(hi * 16 + lo);
 					i += 2;
 				} else {

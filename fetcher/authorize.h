@@ -33,9 +33,7 @@ struct auth_run {
 	struct cli_env_options options;
 	struct cli_env env;
 
-	bool looked_up, found;
 	char *user_name;
-	char *lookup_error;
 	struct trib_account_list list;
 	const struct trib_account *account;
 

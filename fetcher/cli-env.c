@@ -52,6 +52,59 @@ int cli_env_connect(struct cli_env *env, const struct cli_env_options *options)
 	return CLI_EXIT_OK;
 }
 
+struct lookup {
+	struct cli_env *env;
+	const char *user;
+	bool done, found;
+	char *error;
+	char **name_r;
+	struct trib_account_list *list_r;
+};
+
+static void lookup_done(int result, const struct trib_userdb_user *user,
+			const char *error, void *context)
+{
+	struct lookup *l = context;
+
+	l->done = true;
+	trib_loop_break(l->env->loop);
+	if (result < 0) {
+		l->error = trib_strdup(error);
+		return;
+	}
+	if (result == 0)
+		return;
+	l->found = true;
+	*l->name_r = trib_strdup(user->name != NULL ? user->name : l->user);
+	cli_accounts_from_userdb(user, *l->name_r, &l->env->global,
+				 &l->env->globals, l->list_r);
+}
+
+int cli_env_lookup_user(struct cli_env *env, const char *user, char **name_r,
+			struct trib_account_list *list_r)
+{
+	struct lookup l;
+
+	memset(&l, 0, sizeof(l));
+	l.env = env;
+	l.user = user;
+	l.name_r = name_r;
+	l.list_r = list_r;
+	trib_userdb_lookup(env->userdb, user, lookup_done, &l);
+	while (!l.done)
+		trib_loop_run(env->loop);
+	if (l.error != NULL) {
+		cli_error("%s", l.error);
+		free(l.error);
+		return CLI_EXIT_TEMPFAIL;
+	}
+	if (!l.found) {
+		cli_error("%s: user not found in the userdb", user);
+		return CLI_EXIT_CONFIG;
+	}
+	return CLI_EXIT_OK;
+}
+
 void cli_env_close(struct cli_env *env)
 {
 	trib_userdb_client_destroy(&env->userdb);

@@ -42,6 +42,14 @@ int cli_env_load(struct cli_env *env, const struct cli_env_options *options);
  * <base_dir>/tributary-userdb), after cli_env_load(). Returns CLI_EXIT_OK
  * or the exit code with the error printed. */
 int cli_env_connect(struct cli_env *env, const struct cli_env_options *options);
+/* Look user up through the userdb client (running the loop until the
+ * answer) and build their accounts over the globals: *name_r is the
+ * user's name as the userdb gives it (malloc()ed), *list_r the accounts
+ * (free with trib_account_list_free()). Returns CLI_EXIT_OK, or
+ * CLI_EXIT_TEMPFAIL (auth service unreachable) / CLI_EXIT_CONFIG (no
+ * such user) with the error printed. */
+int cli_env_lookup_user(struct cli_env *env, const char *user, char **name_r,
+			struct trib_account_list *list_r);
 void cli_env_close(struct cli_env *env);
 
 #endif

@@ -147,26 +147,6 @@ bad:
 	return -1;
 }
 
-static void lookup_done(int result, const struct trib_userdb_user *user,
-			const char *error, void *context)
-{
-	struct auth_run *run = context;
-
-	run->looked_up = true;
-	trib_loop_break(run->env.loop);
-	if (result < 0) {
-		run->lookup_error = trib_strdup(error);
-		return;
-	}
-	if (result == 0)
-		return;
-	run->found = true;
-	run->user_name =
-		trib_strdup(user->name != NULL ? user->name : run->user);
-	cli_accounts_from_userdb(user, run->user_name, &run->env.global,
-				 &run->env.globals, &run->list);
-}
-
 static void auth_run_free(struct auth_run *run)
 {
 	trib_oauth_device_poll_abort(&run->poll);
@@ -180,7 +160,6 @@ static void auth_run_free(struct auth_run *run)
 	free(run->name);
 	trib_account_list_free(&run->list);
 	free(run->user_name);
-	free(run->lookup_error);
 	cli_env_close(&run->env);
 }
 
@@ -400,17 +379,12 @@ static int run_flow(struct auth_run *run, enum auth_flow flow,
 
 static int find_account(struct auth_run *run)
 {
-	trib_userdb_lookup(run->env.userdb, run->user, lookup_done, run);
-	while (!run->looked_up)
-		trib_loop_run(run->env.loop);
-	if (run->lookup_error != NULL) {
-		cli_error("%s", run->lookup_error);
-		return CLI_EXIT_TEMPFAIL;
-	}
-	if (!run->found) {
-		cli_error("%s: user not found in the userdb", run->user);
-		return CLI_EXIT_CONFIG;
-	}
+	int ret;
+
+	ret = cli_env_lookup_user(&run->env, run->user, &run->user_name,
+				  &run->list);
+	if (ret != CLI_EXIT_OK)
+		return ret;
 	for (unsigned int i = 0; i < run->list.count; i++) {
 		if (strcmp(run->list.accounts[i]->name, run->account_name) == 0)
 			run->account = run->list.accounts[i];

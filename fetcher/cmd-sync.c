@@ -34,31 +34,9 @@ struct sync_run {
 	unsigned int lmtp_sessions;
 	struct cli_env env;
 
-	bool looked_up, found;
 	char *user_name;
-	char *lookup_error;
 	struct trib_account_list list;
 };
-
-static void lookup_done(int result, const struct trib_userdb_user *user,
-			const char *error, void *context)
-{
-	struct sync_run *run = context;
-
-	run->looked_up = true;
-	trib_loop_break(run->env.loop);
-	if (result < 0) {
-		run->lookup_error = trib_strdup(error);
-		return;
-	}
-	if (result == 0)
-		return;
-	run->found = true;
-	run->user_name =
-		trib_strdup(user->name != NULL ? user->name : run->user);
-	cli_accounts_from_userdb(user, run->user_name, &run->env.global,
-				 &run->env.globals, &run->list);
-}
 
 static int exit_code(enum sync_status status)
 {
@@ -179,7 +157,6 @@ static void sync_run_free(struct sync_run *run)
 {
 	trib_account_list_free(&run->list);
 	free(run->user_name);
-	free(run->lookup_error);
 	cli_env_close(&run->env);
 }
 
@@ -339,18 +316,11 @@ int cmd_sync(int argc, char **argv)
 		sync_run_free(&run);
 		return ret;
 	}
-	trib_userdb_lookup(run.env.userdb, run.user, lookup_done, &run);
-	while (!run.looked_up)
-		trib_loop_run(run.env.loop);
-	if (run.lookup_error != NULL) {
-		cli_error("%s", run.lookup_error);
+	ret = cli_env_lookup_user(&run.env, run.user, &run.user_name,
+				  &run.list);
+	if (ret != CLI_EXIT_OK) {
 		sync_run_free(&run);
-		return CLI_EXIT_TEMPFAIL;
-	}
-	if (!run.found) {
-		cli_error("%s: user not found in the userdb", run.user);
-		sync_run_free(&run);
-		return CLI_EXIT_CONFIG;
+		return ret;
 	}
 	for (unsigned int i = 0; i < run.list.error_count; i++) {
 		cli_error("%s", run.list.errors[i]);
