@@ -197,7 +197,7 @@ static void conn_request(struct loopback_conn *conn, const char *target)
 			"forged one)");
 	} else if (error != NULL) {
 		lb->status = AUTH_LOOPBACK_PROVIDER_ERROR;
-		lb->error_code = trib_strndup(error, 64);
+		lb->error_code = trib_strndup(error, strnlen(error, 64));
 		for (char *p = lb->error_code; *p != '\0'; p++) {
 			if (*p < 0x21 || *p > 0x7e)
 				*p = '?';

@@ -21,6 +21,9 @@ void *trib_malloc(size_t size);
 void *trib_calloc(size_t nmemb, size_t size);
 void *trib_realloc(void *ptr, size_t size);
 char *trib_strdup(const char *str);
+/* The len bytes at str (all of them are read: unlike strndup(), a NUL
+ * does not end the copy; cap a C string with strnlen() first), plus a
+ * NUL. */
 char *trib_strndup(const char *str, size_t len);
 char *trib_strdup_printf(const char *fmt, ...) TRIB_ATTR_PRINTF(1, 2);
 char *trib_strdup_vprintf(const char *fmt, va_list args) TRIB_ATTR_PRINTF(1, 0);
