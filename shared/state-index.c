@@ -472,8 +472,10 @@ static int index_append(struct trib_state *state, struct state_index *idx,
 		fd = openat(state->index_fd, name,
 			    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 			    0600);
-		if (fd >= 0)
+		if (fd >= 0) {
 			*created_r = true;
+			trib_state_own_fd(state, fd);
+		}
 		else if (errno == EEXIST)
 			fd = openat(state->index_fd, name,
 				    O_RDWR | O_NOFOLLOW | O_CLOEXEC);
@@ -585,6 +587,7 @@ static int index_compact(struct trib_state *state, struct state_index *idx,
 	if (fd < 0)
 		goto fail;
 	*created_r = true;
+	trib_state_own_fd(state, fd);
 	index_header(header);
 	what = "write";
 	if (pwrite_full(fd, header, sizeof(header), 0) < 0 ||

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define STATE_FILE "state"
 #define STATE_TEMP_FILE "state.tmp"
@@ -101,7 +102,17 @@ struct trib_state {
 	uint32_t next_index_id;
 	bool dirty;
 	char *error;
+	/* Root works for the state_dir's owner: what it makes is chowned
+	 * to (owner_uid, owner_gid). */
+	bool chown_files;
+	uid_t owner_uid;
+	gid_t owner_gid;
 };
+
+/* Give a file or directory the state's owner when root made it (see
+ * trib_state_open()). Best effort: a failure shows when the owner opens
+ * the state next. */
+void trib_state_own_fd(const struct trib_state *state, int fd);
 
 /* Replace the state's error. */
 void trib_state_set_error(struct trib_state *state, const char *fmt, ...)

@@ -121,6 +121,65 @@ static int open_dir(int dir_fd, const char *name, const char *path,
 	return -1;
 }
 
+/* ---- ownership ----
+ *
+ * The daemon runs as the state_dir's owner (the tributary user). When
+ * root runs a command (`tributary sync -u alice` from an admin's shell),
+ * whatever it makes under state_dir is given to that owner, and what an
+ * earlier root run left owned by root is given back, so the daemon can
+ * go on with the state afterwards. */
+
+void trib_state_own_fd(const struct trib_state *state, int fd)
+{
+	struct stat st;
+
+	if (!state->chown_files || fstat(fd, &st) < 0 ||
+	    (st.st_uid == state->owner_uid && st.st_gid == state->owner_gid))
+		return;
+	if (fchown(fd, state->owner_uid, state->owner_gid) < 0) {
+		/* best effort: the owner's next open reports it */
+	}
+}
+
+/* Root-owned entries of dir_fd (an earlier root run) go to the owner. */
+static void own_entries(const struct trib_state *state, int dir_fd)
+{
+	struct dirent *d;
+	struct stat st;
+	DIR *dir;
+	int fd = dup(dir_fd);
+
+	if (fd < 0)
+		return;
+	dir = fdopendir(fd);
+	if (dir == NULL) {
+		close(fd);
+		return;
+	}
+	while ((d = readdir(dir)) != NULL) {
+		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
+			continue;
+		if (fstatat(dir_fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    st.st_uid != 0 || S_ISLNK(st.st_mode))
+			continue;
+		if (fchownat(dir_fd, d->d_name, state->owner_uid,
+			     state->owner_gid, AT_SYMLINK_NOFOLLOW) < 0) {
+			/* best effort, as above */
+		}
+	}
+	closedir(dir);
+}
+
+static void own_state_dir(struct trib_state *state)
+{
+	if (!state->chown_files)
+		return;
+	trib_state_own_fd(state, state->dir_fd);
+	own_entries(state, state->dir_fd);
+	if (state->index_fd >= 0)
+		own_entries(state, state->index_fd);
+}
+
 /* Who holds the lock, as "pid 4242 on host mx1". */
 static void lock_holder(int fd, char *buf, size_t size)
 {
@@ -166,6 +225,8 @@ static int state_lock(struct trib_state *state)
 	state->lock_fd =
 		openat(state->dir_fd, STATE_LOCK_FILE,
 		       O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (state->lock_fd >= 0)
+		trib_state_own_fd(state, state->lock_fd);
 	if (state->lock_fd < 0) {
 		set_open_error("state %s/%s: cannot open: %s%s", state->path,
 			       STATE_LOCK_FILE, strerror(errno),
@@ -351,6 +412,11 @@ int trib_state_open(const char *state_dir, const char *user,
 		return -1;
 
 	state = trib_calloc(1, sizeof(*state));
+	if (geteuid() == 0 && fstat(top_fd, &st) == 0 && st.st_uid != 0) {
+		state->chown_files = true;
+		state->owner_uid = st.st_uid;
+		state->owner_gid = st.st_gid;
+	}
 	state->dir_fd = state->index_fd = state->lock_fd = -1;
 	state->next_index_id = 1;
 	state->user = trib_strdup(user);
@@ -369,6 +435,7 @@ int trib_state_open(const char *state_dir, const char *user,
 		goto fail;
 	if (created)
 		(void)fsync(state->dir_fd);
+	own_state_dir(state);
 	if (state_load(state) < 0)
 		goto fail;
 	state_cleanup(state);
@@ -439,6 +506,7 @@ static int write_temp(struct trib_state *state, const char *data, size_t size)
 		    0600);
 	if (fd < 0)
 		goto fail;
+	trib_state_own_fd(state, fd);
 	what = "write";
 	while (done < size) {
 		size_t chunk = (done < half ? half : size) - done;

@@ -1018,6 +1018,78 @@ static void test_modes_and_leftovers(void **state)
 	free(orphan);
 }
 
+/* ---- ownership when root works for the state_dir's owner ---- */
+
+/* Every entry under dir_fd (recursively) is owned by uid:gid. */
+static void assert_owned(int dir_fd, const char *name, uid_t uid, gid_t gid)
+{
+	struct dirent *d;
+	struct stat s;
+	DIR *dir;
+	int fd;
+
+	assert_int_equal(fstatat(dir_fd, name, &s, AT_SYMLINK_NOFOLLOW), 0);
+	if (s.st_uid != uid || s.st_gid != gid)
+		fail_msg("%s is owned by %ld:%ld, not %ld:%ld", name,
+			 (long)s.st_uid, (long)s.st_gid, (long)uid, (long)gid);
+	if (!S_ISDIR(s.st_mode))
+		return;
+	fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+	assert_true(fd >= 0);
+	dir = fdopendir(fd);
+	assert_non_null(dir);
+	while ((d = readdir(dir)) != NULL) {
+		if (strcmp(d->d_name, ".") != 0 && strcmp(d->d_name, "..") != 0)
+			assert_owned(fd, d->d_name, uid, gid);
+	}
+	closedir(dir);
+}
+
+static void test_root_gives_files_to_the_owner(void **state)
+{
+	struct fixture *fx = *state;
+	const uid_t uid = 65534;
+	const gid_t gid = 65534;
+	struct trib_state *st;
+	struct trib_state_folder *f;
+	struct trib_state_key key;
+	char *stray;
+
+	if (geteuid() != 0)
+		skip();
+	/* the package makes state_dir, owned by the tributary user */
+	assert_int_equal(mkdir(fx->top, 0700), 0);
+	assert_int_equal(chown(fx->top, uid, gid), 0);
+	st = open_ok(fx);
+	f = trib_state_folder_get(st, "work", "INBOX");
+	for (uint32_t uid_i = 1; uid_i <= 3; uid_i++) {
+		key_of(uid_i, &key);
+		trib_state_folder_delivered(f, uid_i, &key);
+	}
+	commit_ok(st);
+	trib_state_close(&st);
+	assert_owned(AT_FDCWD, fx->top, uid, gid);
+
+	/* what an older root run left owned by root is given back */
+	assert_int_equal(chown(fx->userdir, 0, 0), 0);
+	assert_int_equal(chown(fx->statefile, 0, 0), 0);
+	stray = trib_strdup_printf("%s/vault", fx->userdir);
+	write_file(stray, "x", 1, O_CREAT);
+	assert_int_equal(chown(stray, 0, 0), 0);
+	st = open_ok(fx);
+	trib_state_close(&st);
+	assert_owned(AT_FDCWD, fx->top, uid, gid);
+	free(stray);
+
+	/* a root-owned state_dir: root keeps what it makes */
+	assert_int_equal(chown(fx->top, 0, 0), 0);
+	rm_tree(AT_FDCWD, fx->userdir);
+	st = open_ok(fx);
+	commit_ok(st);
+	trib_state_close(&st);
+	assert_owned(AT_FDCWD, fx->top, 0, 0);
+}
+
 /* ---- a failed commit ---- */
 
 static void test_commit_failure_keeps_changes(void **state)
@@ -1123,6 +1195,7 @@ int main(void)
 		T(test_symlinks_refused),
 		T(test_user_names),
 		T(test_modes_and_leftovers),
+		T(test_root_gives_files_to_the_owner),
 		T(test_commit_failure_keeps_changes),
 #undef T
 	};
