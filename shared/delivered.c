@@ -1,421 +1,18 @@
-/* delivered.c: the delivered record (delivered.h): its file format,
- * creating and growing it, locking, lookups and marks. */
+/* delivered.c: the delivered record (delivered.h): creating and growing
+ * it, locking, lookups and marks (the file format is delivered-file.c). */
 
-#define _GNU_SOURCE /* F_OFD_SETLKW */
+#include "delivered-private.h"
 
-#include "delivered.h"
-
-#include "alloc.h"
 #include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define HEADER_SIZE 64
-#define SLOT_SIZE TRIB_DELIVERED_ID_SIZE
-#define MAGIC "TRIBDLVR"
-#define MAGIC_LEN 8
-#define FORMAT_VERSION 1
-#define CHECKSUM_OFFSET 56
-#define FLAG_ZERO_ID 0x1u
-#define FLAGS_KNOWN FLAG_ZERO_ID
-
-#define CAPACITY_MIN 16
-#define CAPACITY_MAX ((uint64_t)1 << 32)
-/* Slots read at once while probing, and while copying into a new table. */
-#define WINDOW_SLOTS 32
-#define COPY_SLOTS 4096
-#define NO_SLOT UINT64_MAX
-/* Times a lock is retried because the file was replaced meanwhile. */
-#define REPLACED_RETRIES 1000
-/* An id's claim is a write lock on one byte of the lock file: byte
- * (the id's last 8 bytes modulo this). Two ids sharing a byte only
- * wait for each other a moment. */
-#define CLAIM_BYTES ((uint64_t)1 << 20)
-
-#ifdef F_OFD_SETLKW
-#define LOCK_WAIT F_OFD_SETLKW
-#define LOCK_NOWAIT F_OFD_SETLK
-#else
-#define LOCK_WAIT F_SETLKW
-#define LOCK_NOWAIT F_SETLK
-#endif
-
-struct trib_delivered {
-	char *path;
-	int fd;
-	enum trib_delivered_flags flags;
-	/* "<path>.lock", never replaced: the claims on ids */
-	int claim_fd;
-	bool claimed;
-	uint64_t claim_offset;
-};
-
-struct header {
-	uint64_t capacity;
-	uint64_t count;
-	uint32_t flags;
-};
-
-static char rec_error[1024];
-
-/* "delivered record PATH: ..." into rec_error, on one line. */
-static const char *rec_fail(const char *path, const char *fmt, ...)
-	TRIB_ATTR_PRINTF(2, 3);
-
-static const char *rec_fail(const char *path, const char *fmt, ...)
-{
-	va_list args;
-	int len;
-	char *p;
-
-	len = snprintf(rec_error, sizeof(rec_error),
-		       "delivered record %s: ", path);
-	if (len < 0 || (size_t)len >= sizeof(rec_error))
-		len = 0;
-	va_start(args, fmt);
-	vsnprintf(rec_error + len, sizeof(rec_error) - len, fmt, args);
-	va_end(args);
-	for (p = rec_error; *p != '\0'; p++) {
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
-	}
-	return rec_error;
-}
-
-static const char *corrupt(const char *path, const char *why)
-{
-	return rec_fail(path,
-			"corrupt (%s); it is never reset automatically: "
-			"restore it, or move it away to start an empty record "
-			"(messages fetched again would then be stored again)",
-			why);
-}
-
-/* ---- encoding ---- */
-
-static void put_le32(unsigned char *p, uint32_t v)
-{
-	for (unsigned int i = 0; i < 4; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put_le64(unsigned char *p, uint64_t v)
-{
-	for (unsigned int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const unsigned char *p)
-{
-	uint32_t v = 0;
-
-	for (unsigned int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (unsigned int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
-static uint64_t fnv1a64(const unsigned char *data, size_t size)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (size_t i = 0; i < size; i++) {
-		h ^= data[i];
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
-static void header_encode(const struct header *h,
-			  unsigned char buf[HEADER_SIZE])
-{
-	memset(buf, 0, HEADER_SIZE);
-	memcpy(buf, MAGIC, MAGIC_LEN);
-	put_le32(buf + 8, FORMAT_VERSION);
-	put_le32(buf + 12, HEADER_SIZE);
-	put_le64(buf + 16, h->capacity);
-	put_le64(buf + 24, h->count);
-	put_le32(buf + 32, h->flags);
-	put_le64(buf + CHECKSUM_OFFSET, fnv1a64(buf, CHECKSUM_OFFSET));
-}
-
-static bool is_zero(const unsigned char *data, size_t size)
-{
-	for (size_t i = 0; i < size; i++) {
-		if (data[i] != 0)
-			return false;
-	}
-	return true;
-}
-
-static uint64_t table_size(uint64_t capacity)
-{
-	return HEADER_SIZE + capacity * SLOT_SIZE;
-}
-
-/* Decode and check the header of a file of file_size bytes, of which
- * got were read into buf. */
-static int header_decode(const char *path, const unsigned char *buf, size_t got,
-			 uint64_t file_size, struct header *h_r,
-			 const char **error_r)
-{
-	uint32_t version;
-	char why[128];
-
-	if (got == 0) {
-		*error_r = corrupt(path, "empty file");
-		return -1;
-	}
-	if (got < HEADER_SIZE) {
-		*error_r = corrupt(path, "shorter than its header");
-		return -1;
-	}
-	if (memcmp(buf, MAGIC, MAGIC_LEN) != 0) {
-		*error_r = corrupt(path, "not a delivered record: bad magic");
-		return -1;
-	}
-	version = get_le32(buf + 8);
-	if (version != FORMAT_VERSION) {
-		*error_r = rec_fail(path,
-				    "version %" PRIu32 ", but this Tributary "
-				    "reads version %d only",
-				    version, FORMAT_VERSION);
-		return -1;
-	}
-	if (get_le64(buf + CHECKSUM_OFFSET) != fnv1a64(buf, CHECKSUM_OFFSET)) {
-		*error_r = corrupt(path, "header checksum mismatch");
-		return -1;
-	}
-	h_r->capacity = get_le64(buf + 16);
-	h_r->count = get_le64(buf + 24);
-	h_r->flags = get_le32(buf + 32);
-	if (get_le32(buf + 12) != HEADER_SIZE || h_r->capacity < CAPACITY_MIN ||
-	    h_r->capacity > CAPACITY_MAX ||
-	    (h_r->capacity & (h_r->capacity - 1)) != 0 ||
-	    h_r->count > h_r->capacity + 1 ||
-	    (h_r->flags & ~FLAGS_KNOWN) != 0 ||
-	    !is_zero(buf + 36, CHECKSUM_OFFSET - 36)) {
-		*error_r = corrupt(path, "impossible header values");
-		return -1;
-	}
-	if (file_size != table_size(h_r->capacity)) {
-		snprintf(why, sizeof(why),
-			 "%" PRIu64 " bytes, its header says %" PRIu64,
-			 file_size, table_size(h_r->capacity));
-		*error_r = corrupt(path, why);
-		return -1;
-	}
-	return 0;
-}
-
-/* ---- I/O helpers: they keep errno ---- */
-
-/* Bytes read (fewer only at end of file), or -1. */
-static ssize_t pread_full(int fd, void *buf, size_t size, uint64_t offset)
-{
-	size_t done = 0;
-
-	while (done < size) {
-		ssize_t ret = pread(fd, (char *)buf + done, size - done,
-				    (off_t)(offset + done));
-		if (ret < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (ret == 0)
-			break;
-		done += (size_t)ret;
-	}
-	return (ssize_t)done;
-}
-
-static int pwrite_full(int fd, const void *buf, size_t size, uint64_t offset)
-{
-	size_t done = 0;
-
-	while (done < size) {
-		ssize_t ret = pwrite(fd, (const char *)buf + done, size - done,
-				     (off_t)(offset + done));
-		if (ret < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		done += (size_t)ret;
-	}
-	return 0;
-}
-
-static int header_write(int fd, const char *path, const struct header *h,
-			const char **error_r)
-{
-	unsigned char buf[HEADER_SIZE];
-
-	header_encode(h, buf);
-	if (pwrite_full(fd, buf, sizeof(buf), 0) < 0) {
-		*error_r = rec_fail(path, "write: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* fsync() the directory that holds path (a new name in it). */
-static int fsync_dir(const char *path, const char **error_r)
-{
-	if (trib_fsync_dir_of(path) < 0) {
-		*error_r = rec_fail(path, "fsync of its directory: %s",
-				    strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* Lock len bytes at offset (0: to the end and beyond), waiting. */
-static int range_lock(int fd, short type, uint64_t offset, uint64_t len)
-{
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = type;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)offset;
-	fl.l_len = (off_t)len;
-	while (fcntl(fd, LOCK_WAIT, &fl) < 0) {
-		if (errno != EINTR)
-			return -1;
-	}
-	return 0;
-}
-
-static void range_unlock(int fd, uint64_t offset, uint64_t len)
-{
-	struct flock fl;
-
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_UNLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)offset;
-	fl.l_len = (off_t)len;
-	(void)fcntl(fd, LOCK_NOWAIT, &fl);
-}
-
-static int fd_lock(int fd, short type)
-{
-	return range_lock(fd, type, 0, 0);
-}
-
-static void fd_unlock(int fd)
-{
-	range_unlock(fd, 0, 0);
-}
-
-/* ---- the table ---- */
-
-static uint64_t home_slot(const unsigned char *id, uint64_t capacity)
-{
-	return get_le64(id) & (capacity - 1);
-}
-
-/* Probe for id (not all zero) in a table of capacity slots: 1 found, 0
- * absent with *slot_r the empty slot it would go to (NO_SLOT when the
- * table is full), -1 error. */
-static int table_find(int fd, const char *path, uint64_t capacity,
-		      const unsigned char *id, uint64_t *slot_r,
-		      const char **error_r)
-{
-	unsigned char window[WINDOW_SLOTS * SLOT_SIZE];
-	uint64_t slot = home_slot(id, capacity), seen = 0;
-
-	while (seen < capacity) {
-		uint64_t n = WINDOW_SLOTS;
-		ssize_t got;
-
-		if (n > capacity - slot)
-			n = capacity - slot;
-		if (n > capacity - seen)
-			n = capacity - seen;
-		got = pread_full(fd, window, n * SLOT_SIZE,
-				 HEADER_SIZE + slot * SLOT_SIZE);
-		if (got < 0) {
-			*error_r = rec_fail(path, "read: %s", strerror(errno));
-			return -1;
-		}
-		if ((uint64_t)got != n * SLOT_SIZE) {
-			*error_r = corrupt(path, "shorter than its table");
-			return -1;
-		}
-		for (uint64_t i = 0; i < n; i++) {
-			const unsigned char *s = window + i * SLOT_SIZE;
-
-			if (memcmp(s, id, SLOT_SIZE) == 0)
-				return 1;
-			if (is_zero(s, SLOT_SIZE)) {
-				*slot_r = slot + i;
-				return 0;
-			}
-		}
-		seen += n;
-		slot = (slot + n) & (capacity - 1);
-	}
-	*slot_r = NO_SLOT;
-	return 0;
-}
-
-static int slot_write(int fd, const char *path, uint64_t slot,
-		      const unsigned char *id, const char **error_r)
-{
-	if (pwrite_full(fd, id, SLOT_SIZE, HEADER_SIZE + slot * SLOT_SIZE) <
-	    0) {
-		*error_r = rec_fail(path, "write: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* Allocate a table of h->capacity zeroed slots in the empty file fd and
- * write its header. */
-static int table_init(int fd, const char *path, const struct header *h,
-		      const char **error_r)
-{
-	int ret;
-
-	ret = posix_fallocate(fd, 0, (off_t)table_size(h->capacity));
-	if (ret != 0) {
-		*error_r = rec_fail(path, "allocating %" PRIu64 " bytes: %s",
-				    table_size(h->capacity), strerror(ret));
-		return -1;
-	}
-	return header_write(fd, path, h, error_r);
-}
-
-/* An id goes in while the table stays at most 3/4 full (a lookup makes
- * room beyond that), and a mark grows it only past 7/8. */
-static uint64_t soft_limit(uint64_t capacity)
-{
-	return capacity - capacity / 4;
-}
-
-static uint64_t hard_limit(uint64_t capacity)
-{
-	return capacity - capacity / 8;
-}
 
 /* ---- opening and locking ---- */
 
@@ -433,25 +30,25 @@ static int rec_create(const char *path, const char **error_r)
 		fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	}
 	if (fd < 0) {
-		*error_r =
-			rec_fail(path, "create %s: %s", tmp, strerror(errno));
+		*error_r = trib_dlv_fail(path, "create %s: %s", tmp,
+					 strerror(errno));
 		free(tmp);
 		return -1;
 	}
-	if (table_init(fd, path, &h, error_r) < 0)
+	if (trib_dlv_table_init(fd, path, &h, error_r) < 0)
 		;
 	else if (fsync(fd) < 0)
-		*error_r = rec_fail(path, "fsync: %s", strerror(errno));
+		*error_r = trib_dlv_fail(path, "fsync: %s", strerror(errno));
 	else if (link(tmp, path) < 0 && errno != EEXIST)
-		*error_r = rec_fail(path, "link from %s: %s", tmp,
-				    strerror(errno));
+		*error_r = trib_dlv_fail(path, "link from %s: %s", tmp,
+					 strerror(errno));
 	else
 		ret = 0;
 	close(fd);
 	(void)unlink(tmp);
 	free(tmp);
 	if (ret == 0)
-		ret = fsync_dir(path, error_r);
+		ret = trib_dlv_fsync_dir(path, error_r);
 	return ret;
 }
 
@@ -465,21 +62,21 @@ static int rec_open_fd(struct trib_delivered *rec, const char **error_r)
 		if (rec->fd >= 0)
 			return 0;
 		if (errno != ENOENT || readonly) {
-			*error_r = rec_fail(rec->path, "open: %s",
-					    strerror(errno));
+			*error_r = trib_dlv_fail(rec->path, "open: %s",
+						 strerror(errno));
 			return -1;
 		}
 		if (rec_create(rec->path, error_r) < 0)
 			return -1;
 	}
-	*error_r = rec_fail(rec->path, "open: it keeps disappearing");
+	*error_r = trib_dlv_fail(rec->path, "open: it keeps disappearing");
 	return -1;
 }
 
 static void rec_unlock(struct trib_delivered *rec)
 {
 	if (rec->fd >= 0)
-		fd_unlock(rec->fd);
+		trib_dlv_fd_unlock(rec->fd);
 }
 
 /* Lock the file at rec->path (F_RDLCK or F_WRLCK), following it when it
@@ -495,14 +92,14 @@ static int rec_lock(struct trib_delivered *rec, short type, struct header *h,
 	for (;;) {
 		if (rec->fd < 0 && rec_open_fd(rec, error_r) < 0)
 			return -1;
-		if (fd_lock(rec->fd, type) < 0) {
-			*error_r = rec_fail(rec->path, "lock: %s",
-					    strerror(errno));
+		if (trib_dlv_fd_lock(rec->fd, type) < 0) {
+			*error_r = trib_dlv_fail(rec->path, "lock: %s",
+						 strerror(errno));
 			return -1;
 		}
 		if (fstat(rec->fd, &fst) < 0) {
-			*error_r = rec_fail(rec->path, "fstat: %s",
-					    strerror(errno));
+			*error_r = trib_dlv_fail(rec->path, "fstat: %s",
+						 strerror(errno));
 			rec_unlock(rec);
 			return -1;
 		}
@@ -510,8 +107,8 @@ static int rec_lock(struct trib_delivered *rec, short type, struct header *h,
 			if (st.st_dev == fst.st_dev && st.st_ino == fst.st_ino)
 				break;
 		} else if (errno != ENOENT) {
-			*error_r = rec_fail(rec->path, "stat: %s",
-					    strerror(errno));
+			*error_r = trib_dlv_fail(rec->path, "stat: %s",
+						 strerror(errno));
 			rec_unlock(rec);
 			return -1;
 		}
@@ -519,17 +116,19 @@ static int rec_lock(struct trib_delivered *rec, short type, struct header *h,
 		close(rec->fd);
 		rec->fd = -1;
 		if (++tries >= REPLACED_RETRIES) {
-			*error_r = rec_fail(rec->path,
-					    "lock: the file keeps being "
-					    "replaced");
+			*error_r = trib_dlv_fail(rec->path,
+						 "lock: the file keeps being "
+						 "replaced");
 			return -1;
 		}
 	}
-	got = pread_full(rec->fd, buf, sizeof(buf), 0);
+	got = trib_dlv_pread_full(rec->fd, buf, sizeof(buf), 0);
 	if (got < 0) {
-		*error_r = rec_fail(rec->path, "read: %s", strerror(errno));
-	} else if (header_decode(rec->path, buf, (size_t)got,
-				 (uint64_t)fst.st_size, h, error_r) == 0) {
+		*error_r =
+			trib_dlv_fail(rec->path, "read: %s", strerror(errno));
+	} else if (trib_dlv_header_decode(rec->path, buf, (size_t)got,
+					  (uint64_t)fst.st_size, h,
+					  error_r) == 0) {
 		return 0;
 	}
 	rec_unlock(rec);
@@ -548,18 +147,19 @@ static int table_count(int fd, const char *path, uint64_t capacity,
 	for (uint64_t slot = 0; slot < capacity; slot += COPY_SLOTS) {
 		uint64_t n = capacity - slot < COPY_SLOTS ? capacity - slot
 							  : COPY_SLOTS;
-		ssize_t got = pread_full(fd, buf, n * SLOT_SIZE,
-					 HEADER_SIZE + slot * SLOT_SIZE);
+		ssize_t got = trib_dlv_pread_full(
+			fd, buf, n * SLOT_SIZE, HEADER_SIZE + slot * SLOT_SIZE);
 
 		if (got < 0 || (uint64_t)got != n * SLOT_SIZE) {
-			*error_r = got < 0 ? rec_fail(path, "read: %s",
-						      strerror(errno))
-					   : corrupt(path, "shorter than its "
+			*error_r = got < 0 ? trib_dlv_fail(path, "read: %s",
+							   strerror(errno))
+					   : trib_dlv_corrupt(
+						     path, "shorter than its "
 							   "table");
 			return -1;
 		}
 		for (uint64_t i = 0; i < n; i++) {
-			if (!is_zero(buf + i * SLOT_SIZE, SLOT_SIZE))
+			if (!trib_dlv_is_zero(buf + i * SLOT_SIZE, SLOT_SIZE))
 				count++;
 		}
 	}
@@ -577,14 +177,17 @@ static int table_copy(struct trib_delivered *rec, const struct header *h,
 		uint64_t n = h->capacity - slot < COPY_SLOTS
 				     ? h->capacity - slot
 				     : COPY_SLOTS;
-		ssize_t got = pread_full(rec->fd, buf, n * SLOT_SIZE,
-					 HEADER_SIZE + slot * SLOT_SIZE);
+		ssize_t got =
+			trib_dlv_pread_full(rec->fd, buf, n * SLOT_SIZE,
+					    HEADER_SIZE + slot * SLOT_SIZE);
 
 		if (got < 0 || (uint64_t)got != n * SLOT_SIZE) {
-			*error_r = got < 0 ? rec_fail(rec->path, "read: %s",
-						      strerror(errno))
-					   : corrupt(rec->path, "shorter than "
-								"its table");
+			*error_r =
+				got < 0 ? trib_dlv_fail(rec->path, "read: %s",
+							strerror(errno))
+					: trib_dlv_corrupt(rec->path,
+							   "shorter than "
+							   "its table");
 			return -1;
 		}
 		for (uint64_t i = 0; i < n; i++) {
@@ -592,21 +195,21 @@ static int table_copy(struct trib_delivered *rec, const struct header *h,
 			uint64_t to;
 			int ret;
 
-			if (is_zero(id, SLOT_SIZE))
+			if (trib_dlv_is_zero(id, SLOT_SIZE))
 				continue;
-			ret = table_find(tfd, tmp, nh->capacity, id, &to,
-					 error_r);
+			ret = trib_dlv_table_find(tfd, tmp, nh->capacity, id,
+						  &to, error_r);
 			if (ret < 0)
 				return -1;
 			if (ret > 0)
 				continue; /* twice in the old table */
 			if (to == NO_SLOT) {
-				*error_r = rec_fail(rec->path,
-						    "growing: the new table "
-						    "filled up");
+				*error_r = trib_dlv_fail(
+					rec->path, "growing: the new table "
+						   "filled up");
 				return -1;
 			}
-			if (slot_write(tfd, tmp, to, id, error_r) < 0)
+			if (trib_dlv_slot_write(tfd, tmp, to, id, error_r) < 0)
 				return -1;
 			nh->count++;
 		}
@@ -633,23 +236,25 @@ static int rec_grow(struct trib_delivered *rec, struct header *h,
 	nh.capacity = h->capacity;
 	nh.flags = h->flags;
 	nh.count = 0;
-	while (used + 1 > soft_limit(nh.capacity) && nh.capacity < CAPACITY_MAX)
+	while (used + 1 > trib_dlv_soft_limit(nh.capacity) &&
+	       nh.capacity < CAPACITY_MAX)
 		nh.capacity *= 2;
-	if (used + 1 > hard_limit(nh.capacity)) {
-		*error_r = rec_fail(rec->path, "full (%" PRIu64 " ids)", used);
+	if (used + 1 > trib_dlv_hard_limit(nh.capacity)) {
+		*error_r = trib_dlv_fail(rec->path, "full (%" PRIu64 " ids)",
+					 used);
 		goto out;
 	}
 	if (nh.capacity == h->capacity) {
 		/* only the count was behind (a mark cut short) */
 		h->count = used + ((h->flags & FLAG_ZERO_ID) != 0 ? 1 : 0);
-		ret = header_write(rec->fd, rec->path, h, error_r);
+		ret = trib_dlv_header_write(rec->fd, rec->path, h, error_r);
 		goto out;
 	}
 	tmp = trib_strdup_printf("%s.grow", rec->path);
 	tfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (tfd < 0) {
-		*error_r = rec_fail(rec->path, "create %s: %s", tmp,
-				    strerror(errno));
+		*error_r = trib_dlv_fail(rec->path, "create %s: %s", tmp,
+					 strerror(errno));
 		goto out;
 	}
 	if (fstat(rec->fd, &st) == 0) {
@@ -659,26 +264,26 @@ static int rec_grow(struct trib_delivered *rec, struct header *h,
 			st.st_mode &= 0700;
 		(void)fchmod(tfd, st.st_mode & 0777);
 	}
-	if (fd_lock(tfd, F_WRLCK) < 0) {
-		*error_r = rec_fail(rec->path, "lock %s: %s", tmp,
-				    strerror(errno));
+	if (trib_dlv_fd_lock(tfd, F_WRLCK) < 0) {
+		*error_r = trib_dlv_fail(rec->path, "lock %s: %s", tmp,
+					 strerror(errno));
 		goto out;
 	}
-	if (table_init(tfd, rec->path, &nh, error_r) < 0 ||
+	if (trib_dlv_table_init(tfd, rec->path, &nh, error_r) < 0 ||
 	    table_copy(rec, h, tfd, tmp, &nh, buf, error_r) < 0)
 		goto out;
 	if ((nh.flags & FLAG_ZERO_ID) != 0)
 		nh.count++;
-	if (header_write(tfd, rec->path, &nh, error_r) < 0)
+	if (trib_dlv_header_write(tfd, rec->path, &nh, error_r) < 0)
 		goto out;
 	if (fsync(tfd) < 0) {
-		*error_r = rec_fail(rec->path, "fsync %s: %s", tmp,
-				    strerror(errno));
+		*error_r = trib_dlv_fail(rec->path, "fsync %s: %s", tmp,
+					 strerror(errno));
 		goto out;
 	}
 	if (rename(tmp, rec->path) < 0) {
-		*error_r = rec_fail(rec->path, "rename from %s: %s", tmp,
-				    strerror(errno));
+		*error_r = trib_dlv_fail(rec->path, "rename from %s: %s", tmp,
+					 strerror(errno));
 		goto out;
 	}
 	free(tmp);
@@ -689,7 +294,7 @@ static int rec_grow(struct trib_delivered *rec, struct header *h,
 	rec->fd = tfd;
 	tfd = -1;
 	*h = nh;
-	ret = fsync_dir(rec->path, error_r);
+	ret = trib_dlv_fsync_dir(rec->path, error_r);
 out:
 	if (tfd >= 0)
 		close(tfd);
@@ -755,12 +360,13 @@ static int lookup_locked(struct trib_delivered *rec, const struct header *h,
 	int ret;
 
 	*need_room_r = false;
-	if (is_zero(id, SLOT_SIZE))
+	if (trib_dlv_is_zero(id, SLOT_SIZE))
 		return (h->flags & FLAG_ZERO_ID) != 0 ? 1 : 0;
-	ret = table_find(rec->fd, rec->path, h->capacity, id, &slot, error_r);
+	ret = trib_dlv_table_find(rec->fd, rec->path, h->capacity, id, &slot,
+				  error_r);
 	if (ret == 0)
 		*need_room_r = slot == NO_SLOT ||
-			       h->count + 1 > soft_limit(h->capacity);
+			       h->count + 1 > trib_dlv_soft_limit(h->capacity);
 	return ret;
 }
 
@@ -769,13 +375,13 @@ static int lookup_locked(struct trib_delivered *rec, const struct header *h,
 static int rec_claim(struct trib_delivered *rec, const unsigned char *id,
 		     const char **error_r)
 {
-	uint64_t offset = get_le64(id + 8) & (CLAIM_BYTES - 1);
+	uint64_t offset = trib_dlv_get_le64(id + 8) & (CLAIM_BYTES - 1);
 	char *lock_path;
 
 	if (rec->claimed) {
 		if (rec->claim_offset == offset)
 			return 0;
-		range_unlock(rec->claim_fd, rec->claim_offset, 1);
+		trib_dlv_range_unlock(rec->claim_fd, rec->claim_offset, 1);
 		rec->claimed = false;
 	}
 	if (rec->claim_fd < 0) {
@@ -783,16 +389,16 @@ static int rec_claim(struct trib_delivered *rec, const unsigned char *id,
 		rec->claim_fd =
 			open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (rec->claim_fd < 0) {
-			*error_r = rec_fail(rec->path, "open %s: %s", lock_path,
-					    strerror(errno));
+			*error_r = trib_dlv_fail(rec->path, "open %s: %s",
+						 lock_path, strerror(errno));
 			free(lock_path);
 			return -1;
 		}
 		free(lock_path);
 	}
-	if (range_lock(rec->claim_fd, F_WRLCK, offset, 1) < 0) {
-		*error_r =
-			rec_fail(rec->path, "claim lock: %s", strerror(errno));
+	if (trib_dlv_range_lock(rec->claim_fd, F_WRLCK, offset, 1) < 0) {
+		*error_r = trib_dlv_fail(rec->path, "claim lock: %s",
+					 strerror(errno));
 		return -1;
 	}
 	rec->claimed = true;
@@ -837,34 +443,37 @@ static int mark_locked(struct trib_delivered *rec, struct header *h,
 	uint64_t slot;
 	int ret;
 
-	if (is_zero(id, SLOT_SIZE)) {
+	if (trib_dlv_is_zero(id, SLOT_SIZE)) {
 		if ((h->flags & FLAG_ZERO_ID) != 0)
 			return 0;
 		h->flags |= FLAG_ZERO_ID;
 	} else {
-		ret = table_find(rec->fd, rec->path, h->capacity, id, &slot,
-				 error_r);
+		ret = trib_dlv_table_find(rec->fd, rec->path, h->capacity, id,
+					  &slot, error_r);
 		if (ret != 0)
 			return ret < 0 ? -1 : 0;
-		if (slot == NO_SLOT || h->count + 1 > hard_limit(h->capacity)) {
+		if (slot == NO_SLOT ||
+		    h->count + 1 > trib_dlv_hard_limit(h->capacity)) {
 			if (rec_grow(rec, h, error_r) < 0)
 				return -1;
-			ret = table_find(rec->fd, rec->path, h->capacity, id,
-					 &slot, error_r);
+			ret = trib_dlv_table_find(rec->fd, rec->path,
+						  h->capacity, id, &slot,
+						  error_r);
 			if (ret != 0)
 				return ret < 0 ? -1 : 0;
 			if (slot == NO_SLOT) {
-				*error_r = rec_fail(rec->path,
-						    "no free slot after "
-						    "growing");
+				*error_r = trib_dlv_fail(rec->path,
+							 "no free slot after "
+							 "growing");
 				return -1;
 			}
 		}
-		if (slot_write(rec->fd, rec->path, slot, id, error_r) < 0)
+		if (trib_dlv_slot_write(rec->fd, rec->path, slot, id, error_r) <
+		    0)
 			return -1;
 	}
 	h->count++;
-	if (header_write(rec->fd, rec->path, h, error_r) < 0)
+	if (trib_dlv_header_write(rec->fd, rec->path, h, error_r) < 0)
 		return -1;
 	return 1;
 }
@@ -877,7 +486,7 @@ int trib_delivered_mark(struct trib_delivered *rec,
 	int ret;
 
 	if ((rec->flags & TRIB_DELIVERED_FLAG_READONLY) != 0) {
-		*error_r = rec_fail(rec->path, "opened read-only");
+		*error_r = trib_dlv_fail(rec->path, "opened read-only");
 		return -1;
 	}
 	if (rec_lock(rec, F_WRLCK, &h, error_r) < 0)
@@ -890,8 +499,8 @@ int trib_delivered_mark(struct trib_delivered *rec,
 	 * the file was grown meanwhile, the grower copied this slot and
 	 * flushed its new file itself. */
 	if (ret > 0 && fdatasync(rec->fd) < 0) {
-		*error_r =
-			rec_fail(rec->path, "fdatasync: %s", strerror(errno));
+		*error_r = trib_dlv_fail(rec->path, "fdatasync: %s",
+					 strerror(errno));
 		return -1;
 	}
 	return ret;
