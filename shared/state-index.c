@@ -475,8 +475,7 @@ static int index_append(struct trib_state *state, struct state_index *idx,
 		if (fd >= 0) {
 			*created_r = true;
 			trib_state_own_fd(state, fd);
-		}
-		else if (errno == EEXIST)
+		} else if (errno == EEXIST)
 			fd = openat(state->index_fd, name,
 				    O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 		index_header(header);
