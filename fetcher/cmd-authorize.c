@@ -16,6 +16,7 @@
 
 #include "authorize-loopback.h"
 #include "cli-env.h"
+#include "incident.h"
 
 #include "account.h"
 #include "alloc.h"
@@ -304,6 +305,20 @@ static void report_stored(struct auth_run *run, enum auth_flow flow)
 	       t->expires_in);
 }
 
+/* A new grant is stored: the account's reauthorization incident, if
+ * any, is over (incident.h). Failing to remove its record is only a
+ * warning: the next sync sees another refresh token and removes it. */
+static void end_incident(struct auth_run *run, struct trib_state *state)
+{
+	char *error;
+
+	if (incident_remove(trib_state_path(state), run->account->name,
+			    &error) < 0) {
+		cli_error("warning: %s", error);
+		free(error);
+	}
+}
+
 /* ---- the command ---- */
 
 static int setup_oauth(struct auth_run *run)
@@ -435,8 +450,10 @@ static int authorize_account(struct auth_run *run)
 	ret = run_flow(run, flow, &app_password);
 	if (ret == CLI_EXIT_OK) {
 		ret = store(run, vault, flow, app_password);
-		if (ret == CLI_EXIT_OK)
+		if (ret == CLI_EXIT_OK) {
 			report_stored(run, flow);
+			end_incident(run, state);
+		}
 	}
 	trib_secret_free(&app_password);
 	trib_vault_close(&vault);

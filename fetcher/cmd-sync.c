@@ -8,9 +8,11 @@
 #include "account.h"
 #include "alloc.h"
 #include "doveconf.h"
+#include "incident.h"
 #include "loop.h"
 #include "progress.h"
 #include "state.h"
+#include "status.h"
 #include "sync.h"
 #include "trace.h"
 #include "userdb.h"
@@ -25,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct sync_run {
@@ -188,7 +191,8 @@ static int report_globals(const struct trib_global_settings *globals)
 	return globals->error_count > 0 ? -1 : 0;
 }
 
-/* Whether one of the accounts this run syncs logs in with OAuth. */
+/* Whether one of the accounts this run syncs logs in with a secret from
+ * the vault (OAuth tokens, an app password). */
 static bool run_needs_vault(const struct sync_run *run)
 {
 	for (unsigned int i = 0; i < run->list.count; i++) {
@@ -196,14 +200,15 @@ static bool run_needs_vault(const struct sync_run *run)
 
 		if ((run->account == NULL ||
 		     strcmp(a->name, run->account) == 0) &&
-		    a->auth == TRIB_AUTH_OAUTH2)
+		    a->auth != TRIB_AUTH_PASSWORD_FILE)
 			return true;
 	}
 	return false;
 }
 
 /* Open the user's vault from the open state. On failure *error_r says
- * why (a copy), and the OAuth accounts report it; the others go on. */
+ * why (a copy), and the accounts that need it (oauth2, app_password)
+ * report it; the others go on. */
 static void vault_open(const struct sync_run *run, struct trib_state *state,
 		       struct trib_vault_key **key_r,
 		       struct trib_vault **vault_r, char **error_r)
@@ -225,6 +230,120 @@ static void vault_open(const struct sync_run *run, struct trib_state *state,
 	}
 }
 
+/* ---- the status file (status.h) ---- */
+
+/* The user's status file, saved after each account's pass. */
+struct run_status {
+	struct trib_status *status;
+	char *path;
+	uid_t uid;
+	gid_t gid;
+	bool warned;
+};
+
+static bool run_has_account(const struct sync_run *run, const char *name)
+{
+	for (unsigned int i = 0; i < run->list.count; i++) {
+		if (strcmp(run->list.accounts[i]->name, name) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Load it (a damaged one is replaced: said once) and drop the entries of
+ * accounts the user no longer has. When root runs this, the file gets
+ * the owner of the state directory. */
+static void run_status_open(const struct sync_run *run,
+			    struct trib_state *state, struct run_status *rs)
+{
+	struct stat st;
+	char *error = NULL;
+
+	memset(rs, 0, sizeof(*rs));
+	rs->uid = (uid_t)-1;
+	rs->gid = (gid_t)-1;
+	if (geteuid() == 0 && stat(trib_state_path(state), &st) == 0) {
+		rs->uid = st.st_uid;
+		rs->gid = st.st_gid;
+	}
+	rs->path = trib_strdup_printf("%s/status", trib_state_path(state));
+	if (trib_status_load(rs->path, run->user_name, &rs->status, NULL,
+			     &error) < 0) {
+		cli_error("warning: %s (replaced by this pass)", error);
+		free(error);
+		rs->status = trib_status_new(run->user_name);
+	}
+	for (unsigned int i = rs->status->count; i > 0; i--) {
+		const char *name = rs->status->accounts[i - 1]->name;
+
+		if (!run_has_account(run, name))
+			trib_status_remove(rs->status, name);
+	}
+}
+
+/* Whether the account's reauthorization record is there (or is there
+ * but unreadable). A pass that asks for reauthorization without one
+ * (no refresh token was ever stored) counts as failing: `tributary
+ * status` reads a reauthorization state without a record as "authorized
+ * again". */
+static bool reauth_recorded(struct trib_state *state, const char *account)
+{
+	struct incident *incident = NULL;
+	char *error = NULL;
+	int ret;
+
+	ret = incident_read(trib_state_path(state), account, &incident, &error);
+	incident_free(&incident);
+	free(error);
+	return ret != 0;
+}
+
+/* Record the account's pass and save. A failed save is a warning (once)
+ * and changes nothing else. */
+static void run_status_record(struct run_status *rs, struct trib_state *state,
+			      const struct trib_account *a,
+			      const struct sync_result *r)
+{
+	struct trib_status_account *e = trib_status_get(rs->status, a->name);
+	int64_t now = (int64_t)time(NULL);
+	char *error = NULL;
+
+	e->last_attempt = now;
+	if (r->reauthorize && reauth_recorded(state, a->name))
+		e->state = TRIB_ACCOUNT_STATE_REAUTH;
+	else if (r->status == SYNC_OK)
+		e->state = TRIB_ACCOUNT_STATE_OK;
+	else if (r->status == SYNC_TEMP)
+		e->state = TRIB_ACCOUNT_STATE_DEFERRED;
+	else
+		e->state = TRIB_ACCOUNT_STATE_FAILING;
+	if (e->state == TRIB_ACCOUNT_STATE_OK) {
+		e->last_success = now;
+		e->failures = 0;
+	} else {
+		e->failures++;
+	}
+	e->new_count = r->new_count;
+	e->delivered = r->delivered;
+	e->rejected = r->rejected;
+	e->deferred = r->deferred;
+	e->delivered_total += r->delivered;
+	trib_status_set_errors(e, r->errors, r->error_count);
+	if (trib_status_save(rs->status, rs->path, rs->uid, rs->gid, &error) <
+		    0 &&
+	    !rs->warned) {
+		cli_error("warning: %s", error);
+		rs->warned = true;
+	}
+	free(error);
+}
+
+static void run_status_close(struct run_status *rs)
+{
+	trib_status_free(&rs->status);
+	free(rs->path);
+}
+
 static int sync_accounts(struct sync_run *run, struct trib_state *state,
 			 struct trib_vault *vault, const char *vault_error,
 			 const struct trib_trace_keys *keys,
@@ -233,6 +352,7 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 	struct sync_settings set;
 	struct sync_result result;
 	struct progress_bar bar;
+	struct run_status rs;
 	unsigned int matched = 0;
 
 	memset(&set, 0, sizeof(set));
@@ -244,12 +364,15 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 	set.vault = vault;
 	set.vault_error = vault_error;
 	set.global = &run->env.global;
+	set.notify_command = run->env.globals.notify_command;
+	set.reauth_notice = run->env.globals.reauth_notice;
 	set.logger = &run->env.logger;
 	if (!run->json && !run->options.verbose && progress_bar_wanted()) {
 		progress_bar_init(&bar, stderr, run->user_name);
 		set.progress = progress_bar_update;
 		set.progress_context = &bar;
 	}
+	run_status_open(run, state, &rs);
 
 	for (unsigned int i = 0; i < run->list.count; i++) {
 		const struct trib_account *a = run->list.accounts[i];
@@ -258,6 +381,7 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 			continue;
 		matched++;
 		sync_account(run->env.loop, &set, a, &result);
+		run_status_record(&rs, state, a, &result);
 		if (!run->json && !result.skipped) {
 			printf("%s/%s: %u new, %u delivered, %u rejected, "
 			       "%u deferred",
@@ -277,6 +401,7 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 		*status = worse(*status, result.status);
 		if (result.state_failed) {
 			sync_result_free(&result);
+			run_status_close(&rs);
 			return -1;
 		}
 		sync_result_free(&result);
@@ -287,6 +412,7 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 			  run->user_name, run->account, run->user_name);
 		*status = worse(*status, SYNC_CONFIG);
 	}
+	run_status_close(&rs);
 	return 0;
 }
 

@@ -74,7 +74,9 @@ static void list_done(const struct trib_imap_reply *reply,
 
 	free(req);
 	if (reply->status != TRIB_IMAP_STATUS_OK) {
-		if (!s->account_failed)
+		/* a token that expired mid-session: the reconnect lists
+		 * again, without an error line */
+		if (!s->account_failed && !sync_connect_expired(s, reply))
 			sync_result_error(s->result, SYNC_TEMP,
 					  "%s: LIST \"%s\": %s", s->name,
 					  pattern, sync_reply_error(s, reply));

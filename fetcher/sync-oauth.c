@@ -8,10 +8,12 @@
  *
  * When the token endpoint says the grant is gone (invalid_grant, a
  * revoked or expired refresh token), the account needs `tributary
- * authorize`: a marker file <state>/<user>/reauth-<account> holding the
- * refresh token's fingerprint (base64url SHA-256) keeps later passes from
- * asking the endpoint again with the same dead token. A new refresh token
- * in the vault (another fingerprint) clears it.
+ * authorize`: an incident is recorded (incident.h) holding the refresh
+ * token's fingerprint (base64url SHA-256), which keeps later passes from
+ * asking the endpoint again with the same dead token, and its follow-up
+ * (the admin's notify command, the user's notice) is done, at this pass
+ * or, when a step fails, at a later one. A new refresh token in the vault
+ * (another fingerprint) ends the incident: its record is removed.
  *
  * Secrets: tokens and the client secret stay in buffers wiped with
  * trib_secret_free(); no error or log line holds one. */
@@ -20,24 +22,19 @@
 
 #include "alloc.h"
 #include "cli.h"
-#include "fileio.h"
+#include "crash.h"
 #include "http.h"
+#include "incident.h"
 #include "log.h"
 #include "loop.h"
 #include "oauth.h"
 #include "settings.h"
 #include "vault.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
-
-#define SYNC_REAUTH_MARKER_MAX 128
 
 struct refresh_wait {
 	struct trib_loop *loop;
@@ -66,94 +63,109 @@ static void refresh_done(struct trib_oauth_result *result, void *context)
 	trib_loop_break(w->loop);
 }
 
-/* ---- the reauthorization marker ---- */
-
-static char *marker_path(const struct sync *s)
-{
-	return trib_strdup_printf("%s/reauth-%s",
-				  trib_state_path(s->set->state),
-				  s->account->name);
-}
-
-/* 1 when the marker names this fingerprint, 0 when there is none (a
- * marker of another refresh token is removed), -1 when it cannot be
- * read. */
-static int marker_check(const struct sync *s, const char *fingerprint)
-{
-	char *path = marker_path(s);
-	char buf[SYNC_REAUTH_MARKER_MAX + 1];
-	ssize_t n;
-	int fd, ret = 0;
-
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		ret = errno == ENOENT ? 0 : -1;
-		free(path);
-		return ret;
-	}
-	n = read(fd, buf, SYNC_REAUTH_MARKER_MAX);
-	close(fd);
-	if (n < 0) {
-		free(path);
-		return -1;
-	}
-	buf[n] = '\0';
-	buf[strcspn(buf, "\n")] = '\0';
-	if (strcmp(buf, fingerprint) == 0) {
-		ret = 1;
-	} else {
-		/* a new refresh token was stored since */
-		(void)unlink(path);
-		(void)trib_fsync_dir_of(path);
-	}
-	free(path);
-	return ret;
-}
-
-/* Write the marker atomically, owned like the state directory. */
-static int marker_write(const struct sync *s, const char *fingerprint)
-{
-	char *path = marker_path(s);
-	char *tmp = trib_strdup_printf("%s.tmp", path);
-	char *text = trib_strdup_printf("%s\n", fingerprint);
-	struct stat st;
-	int fd, ret = -1;
-
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-		  0600);
-	if (fd >= 0) {
-		if (geteuid() == 0 &&
-		    stat(trib_state_path(s->set->state), &st) == 0 &&
-		    fchown(fd, st.st_uid, st.st_gid) < 0)
-			trib_log(s->set->logger, TRIB_LOG_WARNING,
-				 "%s: cannot chown %s", s->name, tmp);
-		if (trib_write_full(fd, text, strlen(text)) == 0 &&
-		    fsync(fd) == 0 && close(fd) == 0) {
-			fd = -1;
-			if (rename(tmp, path) == 0 &&
-			    trib_fsync_dir_of(path) == 0)
-				ret = 0;
-		}
-		if (fd >= 0)
-			close(fd);
-		if (ret < 0)
-			(void)unlink(tmp);
-	}
-	free(text);
-	free(tmp);
-	free(path);
-	return ret;
-}
-
-/* ---- the token ---- */
+/* ---- the reauthorization incident ---- */
 
 static void reauth_error(struct sync *s, const char *why)
 {
+	s->result->reauthorize = true;
 	sync_result_error(s->result, SYNC_AUTH,
 			  "%s: reauthorization required: run `tributary "
 			  "authorize -u %s %s` (%s)",
 			  s->name, s->set->user, s->account->name, why);
 }
+
+/* The notify command and the notice, whatever of them is still to do.
+ * A failure is one more line of the result: the status stays AUTH. */
+static void reauth_follow_up(struct sync *s, struct incident *incident)
+{
+	struct incident_settings set;
+	char *error;
+
+	memset(&set, 0, sizeof(set));
+	set.user = s->set->user;
+	set.account = s->account;
+	set.notify_command = s->set->notify_command;
+	set.notice = s->set->reauth_notice;
+	set.lmtp = s->set->lmtp;
+	set.keys = s->set->keys;
+	set.logger = s->set->logger;
+	if (incident_follow_up(s->loop, trib_state_path(s->set->state),
+			       incident, &set, &error) < 0) {
+		sync_result_error(s->result, SYNC_OK,
+				  "%s: reauthorization follow-up: %s", s->name,
+				  error);
+		free(error);
+	}
+}
+
+/* The endpoint refused refresh_token for good: a new incident. */
+static void reauth_begin(struct sync *s, const char *refresh_token,
+			 const char *why)
+{
+	struct incident *incident;
+	char *error;
+
+	reauth_error(s, why);
+	incident = trib_calloc(1, sizeof(*incident));
+	incident->account = trib_strdup(s->account->name);
+	incident->fingerprint = trib_oauth_pkce_challenge(refresh_token);
+	incident->since = (int64_t)time(NULL);
+	incident->reason = incident_reason_clean(why);
+	if (incident_write(trib_state_path(s->set->state), incident, &error) <
+	    0) {
+		/* no follow-up that could not be remembered: it would be
+		 * repeated at every pass */
+		sync_result_error(s->result, SYNC_OK,
+				  "%s: cannot record that the account needs "
+				  "reauthorization: %s",
+				  s->name, error);
+		free(error);
+	} else {
+		reauth_follow_up(s, incident);
+	}
+	incident_free(&incident);
+}
+
+/* 1 when an incident names refresh_token (reported, its follow-up
+ * done): no asking the endpoint again; 0 when there is none (a record of
+ * another refresh token is removed: a new one was stored). */
+static int reauth_check(struct sync *s, const char *refresh_token)
+{
+	const char *user_dir = trib_state_path(s->set->state);
+	struct incident *incident;
+	char *fingerprint, *error;
+	int ret;
+
+	ret = incident_read(user_dir, s->account->name, &incident, &error);
+	if (ret < 0) {
+		reauth_error(s, error);
+		free(error);
+		return 1;
+	}
+	if (ret == 0)
+		return 0;
+	fingerprint = trib_oauth_pkce_challenge(refresh_token);
+	if (strcmp(incident->fingerprint, fingerprint) != 0) {
+		free(fingerprint);
+		incident_free(&incident);
+		if (incident_remove(user_dir, s->account->name, &error) < 0) {
+			sync_result_error(s->result, SYNC_OK, "%s: %s", s->name,
+					  error);
+			free(error);
+		}
+		return 0;
+	}
+	free(fingerprint);
+	reauth_error(s, incident->reason[0] != '\0'
+				? incident->reason
+				: "the token endpoint refused the refresh "
+				  "token at an earlier pass");
+	reauth_follow_up(s, incident);
+	incident_free(&incident);
+	return 1;
+}
+
+/* ---- the token ---- */
 
 /* The client secret, when the account has one (NULL otherwise, or with
  * *failed_r when its file cannot be read). */
@@ -217,6 +229,7 @@ static int store_tokens(struct sync *s, const struct refresh_wait *w)
 				  s->name, error);
 		return -1;
 	}
+	TRIB_CRASH_POINT("oauth-after-store");
 	return 0;
 }
 
@@ -274,15 +287,8 @@ static int refresh(struct sync *s, const char *refresh_token, char **token_r)
 			ret = 0;
 		}
 	} else if (w.reauthorize) {
-		char *fingerprint = trib_oauth_pkce_challenge(refresh_token);
-
-		reauth_error(s, w.error != NULL ? w.error : "refused");
-		if (marker_write(s, fingerprint) < 0)
-			trib_log(s->set->logger, TRIB_LOG_WARNING,
-				 "%s: cannot record that the account needs "
-				 "reauthorization in %s",
-				 s->name, trib_state_path(s->set->state));
-		free(fingerprint);
+		reauth_begin(s, refresh_token,
+			     w.error != NULL ? w.error : "refused");
 	} else if (w.error_class == TRIB_ERR_PERM) {
 		sync_result_error(s->result, SYNC_CONFIG,
 				  "%s: the token endpoint refused the refresh: "
@@ -306,7 +312,7 @@ int sync_oauth_token(struct sync *s, bool force, char **token_r)
 	struct trib_vault *vault = s->set->vault;
 	struct trib_vault_info info;
 	const char *error;
-	char *token = NULL, *refresh_token = NULL, *fingerprint;
+	char *token = NULL, *refresh_token = NULL;
 	int ret;
 
 	*token_r = NULL;
@@ -347,15 +353,8 @@ int sync_oauth_token(struct sync *s, bool force, char **token_r)
 		reauth_error(s, "no refresh token in the vault");
 		return -1;
 	}
-	fingerprint = trib_oauth_pkce_challenge(refresh_token);
-	ret = marker_check(s, fingerprint);
-	free(fingerprint);
-	if (ret != 0) {
+	if (reauth_check(s, refresh_token) != 0) {
 		trib_secret_free(&refresh_token);
-		reauth_error(s, ret > 0 ? "the token endpoint refused the "
-					  "refresh token at an earlier pass"
-					: "the reauthorization marker cannot "
-					  "be read");
 		return -1;
 	}
 	ret = refresh(s, refresh_token, token_r);

@@ -1,10 +1,13 @@
 #ifndef SYNC_PRIVATE_H
 #define SYNC_PRIVATE_H
 
-/* sync-private.h: what the three parts of one account's pass share.
+/* sync-private.h: what the parts of one account's pass share.
  *
- *   sync.c          the pass: connect, authenticate, the folders one by
- *                   one, the state commits, the result
+ *   sync.c          the pass: the folders one by one, the state
+ *                   commits, the result
+ *   sync-connect.c  the secret, connect, authenticate; a new connection
+ *                   when the server refused the access token at login or
+ *                   ended the session because it expired
  *   sync-fetch.c    the metadata pass over the new UIDs of a folder and
  *                   the UIDVALIDITY re-map
  *   sync-oauth.c    the access token of an oauth2 account
@@ -35,6 +38,9 @@ struct trib_http_client;
 /* A cached access token is used only while it is valid this much
  * longer. */
 #define SYNC_OAUTH_MARGIN_SECS 300
+/* How many times a pass reconnects after the server ended the session
+ * because the access token expired. */
+#define SYNC_RECONNECT_MAX 3
 
 enum msg_outcome {
 	MSG_PENDING,   /* not sent yet */
@@ -79,6 +85,13 @@ struct sync {
 	bool oauth_cached;
 	bool token_refused;
 	bool oauth_retry, oauth_retried;
+	/* oauth2: the server ended the authenticated session because the
+	 * token expired (sync-connect.c); the folder's messages left then,
+	 * taken out of the result's counts until the reconnect; how many
+	 * reconnects this pass made */
+	bool session_expired;
+	unsigned int cut_left;
+	unsigned int reconnects;
 	struct trib_lmtp_client **lmtp;
 	unsigned int lmtp_count;
 	bool reading_paused;
@@ -125,6 +138,8 @@ struct sync {
 	/* the folders of this pass, patterns expanded (sync-folders.c) */
 	char **folders;
 	unsigned int folder_count;
+	/* the list is complete: a reconnect keeps it */
+	bool folders_listed;
 	struct sync_matches *matches; /* per account->folders entry */
 	unsigned int lists_pending;
 	void (*folders_ready)(struct sync *s);
@@ -140,6 +155,11 @@ struct sync {
 /* sync.c */
 const char *sync_reply_error(const struct sync *s,
 			     const struct trib_imap_reply *reply);
+/* Logged in: the folders (listed first unless a reconnect goes on with
+ * them). */
+void sync_start_folders(struct sync *s);
+/* The pass is over: LOGOUT while the session is up, then stop the loop. */
+void sync_account_finish(struct sync *s);
 /* Save the state now; a failure stops the account. */
 void sync_commit(struct sync *s);
 /* Called whenever something finished: the next window, or the next
@@ -152,6 +172,18 @@ void sync_fail_folder(struct sync *s, enum sync_status status, const char *what,
 
 /* Done with the current folder (and its removals): on to the next. */
 void sync_folder_next(struct sync *s);
+
+/* sync-connect.c */
+/* The secret of the first login, and the IMAP client created; NULL with
+ * the error recorded (the account is skipped). */
+char *sync_connect_prepare(struct sync *s);
+/* Connect with secret (taken), run the pass, and connect again when the
+ * token was refused or expired, until the pass is over. */
+void sync_connect_run(struct sync *s, char *secret);
+/* Whether a command failed because the server ended the session as the
+ * access token expired (then: no error, the pass goes on after a
+ * reconnect, and the account stops on this connection). */
+bool sync_connect_expired(struct sync *s, const struct trib_imap_reply *reply);
 
 /* sync-oauth.c */
 /* The access token of an oauth2 account: the vault's while it is valid

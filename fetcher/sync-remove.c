@@ -99,7 +99,10 @@ static void expunge_done(const struct trib_imap_reply *reply, void *context)
 {
 	struct sync *s = context;
 
-	if (reply->status != TRIB_IMAP_STATUS_OK) {
+	if (reply->status != TRIB_IMAP_STATUS_OK &&
+	    sync_connect_expired(s, reply)) {
+		/* the reconnect removes them (the cursor is committed) */
+	} else if (reply->status != TRIB_IMAP_STATUS_OK) {
 		sync_result_error(s->result, SYNC_TEMP,
 				  "%s: %s: delivered messages not removed from "
 				  "the server (next pass tries again): UID "
@@ -118,6 +121,11 @@ static void store_done(const struct trib_imap_reply *reply, void *context)
 {
 	struct sync *s = context;
 
+	if (reply->status != TRIB_IMAP_STATUS_OK &&
+	    sync_connect_expired(s, reply)) {
+		remove_finish(s); /* the reconnect removes them */
+		return;
+	}
 	if (reply->status != TRIB_IMAP_STATUS_OK) {
 		sync_result_error(s->result, SYNC_TEMP,
 				  "%s: %s: delivered messages not removed from "

@@ -10,13 +10,11 @@
 #include "sync-private.h"
 
 #include "alloc.h"
-#include "cli.h"
 #include "crash.h"
 #include "log.h"
 #include "loop.h"
 
 #include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,7 +80,7 @@ static void logout_done(const struct trib_imap_reply *reply, void *context)
 
 /* The end of the pass: LOGOUT first while the session is up, so the
  * server sees a polite goodbye rather than a dropped connection. */
-static void account_finish(struct sync *s)
+void sync_account_finish(struct sync *s)
 {
 	if (s->imap != NULL && !s->logging_out &&
 	    trib_imap_client_is_authenticated(s->imap)) {
@@ -127,13 +125,21 @@ static void window_count_deferred(struct sync *s)
 	}
 	s->result->deferred += deferred;
 	s->folder_deferred += deferred;
-	if (deferred > 0 && s->result->status == SYNC_OK)
+	if (deferred > 0 && s->result->status == SYNC_OK && !s->session_expired)
 		s->result->status = SYNC_TEMP;
 }
 
 static void folder_finish(struct sync *s)
 {
 	window_count_deferred(s);
+	if (s->session_expired) {
+		/* the reconnect fetches them again (and counts them then),
+		 * unless it does not happen (sync-connect.c) */
+		s->result->new_count -= s->folder_deferred;
+		s->result->deferred -= s->folder_deferred;
+		s->cut_left += s->folder_deferred;
+		s->folder_deferred = 0;
+	}
 	if (s->folder_deferred == 0 && !s->folder_failed && s->folder != NULL &&
 	    s->uidnext != 0) {
 		/* everything below UIDNEXT is done */
@@ -168,7 +174,9 @@ void sync_folder_next(struct sync *s)
 	sync_msgs_clear(s);
 	s->folder = NULL;
 	s->folder_failed = false;
-	s->folder_idx++;
+	/* the token expired: the reconnect goes on with this folder */
+	if (!s->session_expired)
+		s->folder_idx++;
 	next_folder(s);
 }
 
@@ -195,6 +203,11 @@ void sync_maybe_folder_done(struct sync *s)
 void sync_fail_folder(struct sync *s, enum sync_status status, const char *what,
 		      const struct trib_imap_reply *reply)
 {
+	if (sync_connect_expired(s, reply)) {
+		/* not an error: the pass goes on after a reconnect */
+		s->folder_failed = true;
+		return;
+	}
 	sync_result_error(s->result, status, "%s: %s: %s", s->name, what,
 			  sync_reply_error(s, reply));
 	s->folder_failed = true;
@@ -258,7 +271,7 @@ static void next_folder(struct sync *s)
 	const char *name;
 
 	if (s->account_failed || s->folder_idx >= s->folder_count) {
-		account_finish(s);
+		sync_account_finish(s);
 		return;
 	}
 	name = s->folders[s->folder_idx];
@@ -283,224 +296,18 @@ static void next_folder(struct sync *s)
 			 select_done, s);
 }
 
-/* ---- connection ---- */
-
-static void imap_event(const struct trib_imap_event *event, void *context)
+static void folders_resolved(struct sync *s)
 {
-	struct sync *s = context;
-
-	switch (event->type) {
-	case TRIB_IMAP_EVENT_DISCONNECTED:
-		sync_abort_current(s,
-				   "the IMAP connection was lost mid-message");
-		s->account_failed = true;
-		break;
-	case TRIB_IMAP_EVENT_BYE:
-		/* Exchange: "* BYE ... AccessTokenExpired" instead of NO */
-		if (s->account->auth == TRIB_AUTH_OAUTH2 &&
-		    !trib_imap_client_is_authenticated(s->imap) &&
-		    event->text != NULL &&
-		    strstr(event->text, "AccessTokenExpired") != NULL)
-			s->token_refused = true;
-		break;
-	case TRIB_IMAP_EVENT_ALERT:
-		sync_result_error(s->result, SYNC_OK, "%s: server alert: %s",
-				  s->name, event->text);
-		break;
-	default:
-		break;
-	}
+	s->folders_listed = !s->account_failed;
+	next_folder(s);
 }
 
-/* Whether an oauth2 login failed because of the token: NO
- * [AUTHENTICATIONFAILED] (after the XOAUTH2 error challenge too), or the
- * BYE AccessTokenExpired seen before the connection went away. */
-static bool oauth_refused(const struct sync *s,
-			  const struct trib_imap_reply *reply)
+void sync_start_folders(struct sync *s)
 {
-	if (s->account->auth != TRIB_AUTH_OAUTH2)
-		return false;
-	return s->token_refused ||
-	       (reply->code != NULL &&
-		strcmp(reply->code, "AUTHENTICATIONFAILED") == 0);
-}
-
-static void auth_done(const struct trib_imap_reply *reply, void *context)
-{
-	struct sync *s = context;
-
-	if (reply->status != TRIB_IMAP_STATUS_OK && oauth_refused(s, reply) &&
-	    !s->oauth_retried) {
-		/* refresh once and connect again (sync_account) */
-		trib_log(s->set->logger, TRIB_LOG_DEBUG,
-			 "%s: the server refused the access token: "
-			 "refreshing it",
-			 s->name);
-		s->oauth_retry = true;
-		s->done = true;
-		trib_loop_break(s->loop);
-		return;
-	}
-	if (reply->status != TRIB_IMAP_STATUS_OK) {
-		sync_result_error(
-			s->result,
-			reply->error_class == TRIB_ERR_PERM ||
-					(reply->code != NULL &&
-					 strcmp(reply->code,
-						"AUTHENTICATIONFAILED") == 0)
-				? SYNC_AUTH
-				: SYNC_TEMP,
-			"%s: authentication failed: %s", s->name,
-			sync_reply_error(s, reply));
-		account_finish(s);
-		return;
-	}
-	TRIB_CRASH_POINT("sync-after-login");
-	sync_folders_resolve(s, next_folder);
-}
-
-struct connect_ctx {
-	struct sync *sync;
-	char *password;
-};
-
-/* The first of the account's SASL mechanisms the server offers (the
- * first of all when it offers none: its refusal then says so). */
-static const char *sasl_mech(const struct sync *s)
-{
-	char cap[64];
-
-	for (unsigned int i = 0; i < s->account->sasl_count; i++) {
-		snprintf(cap, sizeof(cap), "AUTH=%s", s->account->sasl[i]);
-		if (trib_imap_client_has_capability(s->imap, cap))
-			return s->account->sasl[i];
-	}
-	return s->account->sasl[0];
-}
-
-static void connect_done(const struct trib_imap_reply *reply, void *context)
-{
-	struct connect_ctx *ctx = context;
-	struct sync *s = ctx->sync;
-	char *password = ctx->password;
-
-	free(ctx);
-	if (reply->status != TRIB_IMAP_STATUS_OK) {
-		trib_secret_free(&password);
-		sync_result_error(s->result,
-				  reply->error_class == TRIB_ERR_PERM
-					  ? SYNC_AUTH
-					  : SYNC_TEMP,
-				  "%s: cannot connect: %s", s->name,
-				  sync_reply_error(s, reply));
-		account_finish(s);
-		return;
-	}
-	trib_log(s->set->logger, TRIB_LOG_DEBUG, "%s: AUTHENTICATE %s", s->name,
-		 sasl_mech(s));
-	trib_imap_client_authenticate(s->imap, sasl_mech(s), s->account->login,
-				      password, auth_done, s);
-	trib_secret_free(&password);
-}
-
-/* The secret to log in with: the password file's, or an oauth2
- * account's access token. NULL after recording the error. */
-static char *account_secret(struct sync *s, bool force_refresh)
-{
-	const struct trib_account *account = s->account;
-	char *secret;
-
-	if (account->sasl_count == 0) {
-		sync_result_error(s->result, SYNC_CONFIG,
-				  "%s: no SASL mechanism for auth %s", s->name,
-				  trib_auth_method_name(account->auth));
-		return NULL;
-	}
-	if (account->auth == TRIB_AUTH_OAUTH2) {
-		if (sync_oauth_token(s, force_refresh, &secret) < 0)
-			return NULL;
-		return secret;
-	}
-	if (account->auth != TRIB_AUTH_PASSWORD_FILE) {
-		sync_result_error(s->result, SYNC_CONFIG,
-				  "%s: auth %s is not supported by sync yet",
-				  s->name,
-				  trib_auth_method_name(account->auth));
-		return NULL;
-	}
-	if (account->password_file == NULL) {
-		sync_result_error(s->result, SYNC_CONFIG,
-				  "%s: auth password_file needs "
-				  "tributary_%s_password_file",
-				  s->name, account->name);
-		return NULL;
-	}
-	secret = cli_read_secret(account->password_file, "");
-	if (secret == NULL)
-		sync_result_error(s->result, SYNC_CONFIG,
-				  "%s: cannot read the password from %s",
-				  s->name, account->password_file);
-	return secret;
-}
-
-static int imap_create(struct sync *s)
-{
-	struct trib_imap_client_settings imap_set;
-	const struct trib_account *account = s->account;
-	const char *error;
-
-	memset(&imap_set, 0, sizeof(imap_set));
-	imap_set.name = s->name;
-	imap_set.host = account->host;
-	imap_set.port = account->port;
-	imap_set.tls_mode = account->tls;
-	imap_set.ca_file = account->ca_file;
-	imap_set.tls_verify = account->tls_verify;
-	imap_set.logger = s->set->logger;
-	s->imap = trib_imap_client_create(s->loop, &imap_set, &error);
-	if (s->imap == NULL) {
-		sync_result_error(s->result, SYNC_CONFIG, "%s: %s", s->name,
-				  error);
-		return -1;
-	}
-	trib_imap_client_set_event_handler(s->imap, imap_event, s);
-	return 0;
-}
-
-/* Connect with secret (taken) and run the pass until it is over. */
-static void run_pass(struct sync *s, char *secret)
-{
-	struct connect_ctx *ctx;
-
-	ctx = trib_calloc(1, sizeof(*ctx));
-	ctx->sync = s;
-	ctx->password = secret;
-	trib_imap_client_connect(s->imap, connect_done, ctx);
-	while (!s->done)
-		trib_loop_run(s->loop);
-}
-
-/* The server refused the access token: a new one, a new connection,
- * once. */
-static void retry_oauth(struct sync *s)
-{
-	char *secret;
-
-	s->oauth_retry = false;
-	s->oauth_retried = true;
-	trib_imap_client_destroy(&s->imap);
-	secret = account_secret(s, true);
-	if (secret == NULL)
-		return;
-	if (imap_create(s) < 0) {
-		trib_secret_free(&secret);
-		return;
-	}
-	s->done = false;
-	s->logging_out = false;
-	s->account_failed = false;
-	s->token_refused = false;
-	run_pass(s, secret);
+	if (s->folders_listed)
+		next_folder(s); /* a reconnect: where the pass was */
+	else
+		sync_folders_resolve(s, folders_resolved);
 }
 
 void sync_account(struct trib_loop *loop, const struct sync_settings *set,
@@ -525,13 +332,9 @@ void sync_account(struct trib_loop *loop, const struct sync_settings *set,
 			      : trib_strdup(set->user);
 
 	result_r->skipped = true;
-	secret = account_secret(&s, false);
+	secret = sync_connect_prepare(&s);
 	if (secret == NULL)
 		goto out;
-	if (imap_create(&s) < 0) {
-		trib_secret_free(&secret);
-		goto out;
-	}
 
 	s.lmtp_count = set->lmtp_sessions > 0 ? set->lmtp_sessions
 					      : SYNC_DEFAULT_SESSIONS;
@@ -553,9 +356,7 @@ void sync_account(struct trib_loop *loop, const struct sync_settings *set,
 	}
 
 	result_r->skipped = false;
-	run_pass(&s, secret);
-	if (s.oauth_retry)
-		retry_oauth(&s);
+	sync_connect_run(&s, secret);
 	if (trib_state_is_dirty(set->state))
 		sync_commit(&s);
 out:

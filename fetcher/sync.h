@@ -8,7 +8,10 @@
  *
  * Accounts with auth = oauth2 log in with an access token from the
  * user's vault, refreshed at the token endpoint when it is about to
- * expire or the server refuses it (sync-oauth.c).
+ * expire or the server refuses it (sync-oauth.c); a session the server
+ * ends because the token expired is resumed after a refresh
+ * (sync-connect.c). auth = app_password accounts log in with the app
+ * password from the vault, password_file ones with the file's.
  *
  * Borrows: the loop, the state (open, locked), the vault, the trace
  * keys, the account and the logger. Owns: the result's strings. */
@@ -47,13 +50,18 @@ struct sync_settings {
 	unsigned int lmtp_sessions; /* 0 = 4 */
 	struct trib_state *state;
 	const struct trib_trace_keys *keys;
-	/* The user's token vault (oauth2 accounts), opened from state; NULL
-	 * when no account needs it or it cannot be opened: then vault_error
-	 * says why (shown for each oauth2 account). */
+	/* The user's token vault (oauth2 and app_password accounts),
+	 * opened from state; NULL when no account needs it or it cannot be
+	 * opened: then vault_error says why (shown for each such
+	 * account). */
 	struct trib_vault *vault;
 	const char *vault_error;
 	/* The global settings (an inline client secret), or NULL. */
 	const struct trib_settings_layer *global;
+	/* When an account needs reauthorization (incident.h): the admin's
+	 * command (NULL: none) and whether the user gets a notice. */
+	const char *notify_command;
+	bool reauth_notice;
 	const struct trib_logger *logger;
 	/* Optional: called as the pass goes (often: after every chunk of a
 	 * body), for a progress display. */
@@ -82,6 +90,9 @@ struct sync_result {
 	bool skipped;
 	/* The state could not be committed: stop the whole run. */
 	bool state_failed;
+	/* The account needs `tributary authorize` (its refresh token is
+	 * gone): an incident is recorded (incident.h). */
+	bool reauthorize;
 };
 
 /* One pass; fills *result_r (free with sync_result_free()). */

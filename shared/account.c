@@ -59,6 +59,8 @@ static const char *const global_names[] = {
 	"tributary_idle",
 	"tributary_log_level",
 	"tributary_lmtp",
+	"tributary_notify_command",
+	"tributary_reauth_notice",
 	"tributary_outlook_app_tenant",
 	"tributary_outlook_app_client_id",
 	"tributary_outlook_app_client_secret_file",
@@ -253,6 +255,20 @@ void trib_global_settings_load(const struct trib_settings_layer *global,
 			     "tributary_lmtp: '%s' is not unix:/path or "
 			     "host:port",
 			     set_r->lmtp);
+	value = layer_get(global, PREFIX "notify_command");
+	if (value != NULL && value[0] != '\0') {
+		set_r->notify_command = trib_strdup(value);
+		if (has_control_chars(value))
+			global_error(set_r, "tributary_notify_command: control "
+					    "characters in the command line");
+	}
+	set_r->reauth_notice = true;
+	value = layer_get(global, PREFIX "reauth_notice");
+	if (value != NULL &&
+	    !trib_settings_parse_bool(value, &set_r->reauth_notice))
+		global_error(set_r,
+			     "tributary_reauth_notice: '%s' is not yes or no",
+			     value);
 	global_check_providers(set_r, global);
 
 	/* Unknown names: typos, or account fields put where only a user's
@@ -279,6 +295,7 @@ void trib_global_settings_free(struct trib_global_settings *set)
 	free(set->trace_key_file);
 	free(set->log_level);
 	free(set->lmtp);
+	free(set->notify_command);
 	trib_strlist_free(set->errors);
 	memset(set, 0, sizeof(*set));
 }

@@ -75,6 +75,11 @@ struct trib_global_settings {
 	bool idle;
 	char *log_level;
 	char *lmtp;
+	/* Run through /bin/sh -c when an account needs reauthorization
+	 * (fetcher/incident.h); NULL: none. */
+	char *notify_command;
+	/* Send the user a notice message then (default yes). */
+	bool reauth_notice;
 	char **errors;
 	unsigned int error_count;
 };

@@ -167,8 +167,9 @@ def state_snapshot():
     snap = {}
     for dirpath, _, files in os.walk(root):
         for f in files:
-            if f == "lock":
-                continue  # holds the pid of the last opener
+            if f in ("lock", "status"):
+                # the pid of the last opener; what the last pass did
+                continue
             path = os.path.join(dirpath, f)
             with open(path, "rb") as fh:
                 snap[path] = fh.read()

@@ -561,6 +561,8 @@ static void test_global_defaults(void **state)
 	assert_true(g.idle);
 	assert_string_equal(g.log_level, "info");
 	assert_string_equal(g.lmtp, "unix:/run/dovecot/lmtp");
+	assert_null(g.notify_command);
+	assert_true(g.reauth_notice);
 	trib_global_settings_free(&g);
 	trib_settings_pairs_free(&pairs);
 }
@@ -624,6 +626,79 @@ static void test_global_errors(void **state)
 			fail_msg("error %zu: '%s' lacks '%s'", i, g.errors[i],
 				 expected[i]);
 	}
+	trib_global_settings_free(&g);
+	trib_settings_pairs_free(&pairs);
+}
+
+/* The reauthorization settings: set, off, and refused values (which
+ * check-config must not call unknown). */
+static void test_global_reauth(void **state)
+{
+	static const char *const set_kv[] = {
+		"tributary_notify_command",
+		"/usr/local/bin/page-admin --reauth",
+		"tributary_reauth_notice",
+		"no",
+		NULL,
+		NULL,
+	};
+	static const char *const empty_kv[] = {
+		"tributary_notify_command",
+		"",
+		"tributary_reauth_notice",
+		"YES",
+		NULL,
+		NULL,
+	};
+	static const char *const bad_kv[] = {
+		"tributary_notify_command",
+		"logger\nrm -rf /",
+		"tributary_reauth_notice",
+		"sometimes",
+		NULL,
+		NULL,
+	};
+	static const char *const expected[] = {
+		"plugin settings: tributary_notify_command: control "
+		"characters in the command line",
+		"plugin settings: tributary_reauth_notice: 'sometimes' is not "
+		"yes or no",
+	};
+	struct trib_settings_pairs pairs;
+	struct trib_settings_layer layer;
+	struct trib_global_settings g;
+
+	(void)state;
+	trib_settings_pairs_layer(&pairs, set_kv, &layer);
+	trib_global_settings_load(&layer, NULL, &g);
+	assert_int_equal(g.error_count, 0);
+	assert_string_equal(g.notify_command,
+			    "/usr/local/bin/page-admin --reauth");
+	assert_false(g.reauth_notice);
+	trib_global_settings_free(&g);
+	trib_settings_pairs_free(&pairs);
+
+	trib_settings_pairs_layer(&pairs, empty_kv, &layer);
+	trib_global_settings_load(&layer, NULL, &g);
+	assert_int_equal(g.error_count, 0);
+	assert_null(g.notify_command);
+	assert_true(g.reauth_notice);
+	trib_global_settings_free(&g);
+	trib_settings_pairs_free(&pairs);
+
+	trib_settings_pairs_layer(&pairs, bad_kv, &layer);
+	trib_global_settings_load(&layer, NULL, &g);
+	if (g.error_count != TRIB_N_ELEMENTS(expected)) {
+		for (unsigned int i = 0; i < g.error_count; i++)
+			fprintf(stderr, "  %s\n", g.errors[i]);
+		fail_msg("%u errors", g.error_count);
+	}
+	for (size_t i = 0; i < TRIB_N_ELEMENTS(expected); i++) {
+		if (strstr(g.errors[i], expected[i]) == NULL)
+			fail_msg("error %zu: '%s' lacks '%s'", i, g.errors[i],
+				 expected[i]);
+	}
+	assert_true(g.reauth_notice); /* the default stays */
 	trib_global_settings_free(&g);
 	trib_settings_pairs_free(&pairs);
 }
@@ -712,6 +787,7 @@ int main(void)
 		cmocka_unit_test(test_two_users),
 		cmocka_unit_test(test_global_defaults),
 		cmocka_unit_test(test_global_errors),
+		cmocka_unit_test(test_global_reauth),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_providers),
 	};
