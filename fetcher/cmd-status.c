@@ -206,6 +206,7 @@ static json_object *shown_json(const struct shown *s)
 	free(fix);
 	add_time(obj, "last_attempt", e->last_attempt);
 	add_time(obj, "last_success", e->last_success);
+	add_time(obj, "token_not_before", e->token_not_before);
 	json_object_object_add(obj, "new", json_object_new_int64(e->new_count));
 	json_object_object_add(obj, "delivered",
 			       json_object_new_int64(e->delivered));

@@ -328,6 +328,7 @@ static void run_status_record(struct run_status *rs, struct trib_state *state,
 	e->rejected = r->rejected;
 	e->deferred = r->deferred;
 	e->delivered_total += r->delivered;
+	e->token_not_before = r->token_not_before;
 	trib_status_set_errors(e, r->errors, r->error_count);
 	if (trib_status_save(rs->status, rs->path, rs->uid, rs->gid, &error) <
 		    0 &&
@@ -336,6 +337,15 @@ static void run_status_record(struct run_status *rs, struct trib_state *state,
 		rs->warned = true;
 	}
 	free(error);
+}
+
+/* When the account's token endpoint may be asked again (0: now). */
+static int64_t run_status_not_before(struct run_status *rs, const char *name)
+{
+	const struct trib_status_account *e =
+		trib_status_find(rs->status, name);
+
+	return e != NULL ? e->token_not_before : 0;
 }
 
 static void run_status_close(struct run_status *rs)
@@ -366,6 +376,7 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 	set.global = &run->env.global;
 	set.notify_command = run->env.globals.notify_command;
 	set.reauth_notice = run->env.globals.reauth_notice;
+	set.oauth_margin_secs = run->env.globals.oauth_refresh_margin_secs;
 	set.logger = &run->env.logger;
 	if (!run->json && !run->options.verbose && progress_bar_wanted()) {
 		progress_bar_init(&bar, stderr, run->user_name);
@@ -380,6 +391,7 @@ static int sync_accounts(struct sync_run *run, struct trib_state *state,
 		if (run->account != NULL && strcmp(a->name, run->account) != 0)
 			continue;
 		matched++;
+		set.token_not_before = run_status_not_before(&rs, a->name);
 		sync_account(run->env.loop, &set, a, &result);
 		run_status_record(&rs, state, a, &result);
 		if (!run->json && !result.skipped) {

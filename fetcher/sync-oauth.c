@@ -1,10 +1,10 @@
 /* sync-oauth.c: the access token of an oauth2 account's pass.
  *
  * The cached access token in the user's vault is used while it is valid
- * for SYNC_OAUTH_MARGIN_SECS more; otherwise (or when the server refused
- * it) the refresh token is traded for a new one at the token endpoint.
- * A rotated refresh token and the new access token are committed to the
- * vault before the access token is used.
+ * for the margin (tributary_oauth_refresh_margin) more; otherwise (or when the
+ * server refused it) the refresh token is traded for a new one at the token
+ * endpoint. A rotated refresh token and the new access token are committed to
+ * the vault before the access token is used.
  *
  * When the token endpoint says the grant is gone (invalid_grant, a
  * revoked or expired refresh token), the account needs `tributary
@@ -42,6 +42,7 @@ struct refresh_wait {
 	enum trib_error_class error_class;
 	bool reauthorize;
 	bool rotated;
+	long retry_after_secs;
 	char *error;
 	struct trib_oauth_token *token;
 };
@@ -54,6 +55,7 @@ static void refresh_done(struct trib_oauth_result *result, void *context)
 	w->error_class = result->error_class;
 	w->reauthorize = result->reauthorize;
 	w->rotated = result->refresh_token_rotated;
+	w->retry_after_secs = result->retry_after_secs;
 	if (result->error != NULL)
 		w->error = trib_strdup(result->error);
 	if (result->error_class == TRIB_OK) {
@@ -301,10 +303,31 @@ static int refresh(struct sync *s, const char *refresh_token, char **token_r)
 				  "deferred: %s",
 				  s->name,
 				  w.error != NULL ? w.error : "failed");
+		if (w.retry_after_secs > 0)
+			s->result->token_not_before =
+				(int64_t)time(NULL) + w.retry_after_secs;
 	}
 	trib_oauth_token_free(&w.token);
 	free(w.error);
 	return ret;
+}
+
+/* The token endpoint asked (Retry-After) not to be asked before
+ * not_before: the account waits, without a request. */
+static void not_before_error(struct sync *s, int64_t not_before)
+{
+	time_t t = (time_t)not_before;
+	char when[32];
+	struct tm tm;
+
+	if (localtime_r(&t, &tm) == NULL ||
+	    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm) == 0)
+		snprintf(when, sizeof(when), "%lld", (long long)not_before);
+	sync_result_error(s->result, SYNC_TEMP,
+			  "%s: the token endpoint asked not to be asked "
+			  "again before %s (Retry-After); deferred",
+			  s->name, when);
+	s->result->token_not_before = not_before;
 }
 
 int sync_oauth_token(struct sync *s, bool force, char **token_r)
@@ -329,7 +352,7 @@ int sync_oauth_token(struct sync *s, bool force, char **token_r)
 				     &error);
 		if (ret > 0 && info.expires_at != 0 &&
 		    info.expires_at >
-			    (int64_t)time(NULL) + SYNC_OAUTH_MARGIN_SECS) {
+			    (int64_t)time(NULL) + s->set->oauth_margin_secs) {
 			trib_log(s->set->logger, TRIB_LOG_DEBUG,
 				 "%s: cached access token, valid for %lld s",
 				 s->name,
@@ -355,6 +378,11 @@ int sync_oauth_token(struct sync *s, bool force, char **token_r)
 	}
 	if (reauth_check(s, refresh_token) != 0) {
 		trib_secret_free(&refresh_token);
+		return -1;
+	}
+	if (s->set->token_not_before > (int64_t)time(NULL)) {
+		trib_secret_free(&refresh_token);
+		not_before_error(s, s->set->token_not_before);
 		return -1;
 	}
 	ret = refresh(s, refresh_token, token_r);

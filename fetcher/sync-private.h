@@ -35,9 +35,6 @@ struct trib_http_client;
 #define SYNC_COMMIT_EVERY 100
 #define SYNC_HEADER_MAX 8192
 #define SYNC_DEFAULT_SESSIONS 4
-/* A cached access token is used only while it is valid this much
- * longer. */
-#define SYNC_OAUTH_MARGIN_SECS 300
 /* How many times a pass reconnects after the server ended the session
  * because the access token expired. */
 #define SYNC_RECONNECT_MAX 3
@@ -187,7 +184,7 @@ bool sync_connect_expired(struct sync *s, const struct trib_imap_reply *reply);
 
 /* sync-oauth.c */
 /* The access token of an oauth2 account: the vault's while it is valid
- * for SYNC_OAUTH_MARGIN_SECS more (unless force), else a new one from the
+ * for the settings' margin more (unless force), else a new one from the
  * token endpoint (runs the loop until it answers). Returns 0 with
  * *token_r (wipe it with trib_secret_free()), or -1 with the error in
  * the result (TEMP: deferred; AUTH: reauthorization required). */

@@ -62,6 +62,13 @@ struct sync_settings {
 	 * command (NULL: none) and whether the user gets a notice. */
 	const char *notify_command;
 	bool reauth_notice;
+	/* A cached access token is used only while it is valid this much
+	 * longer (tributary_oauth_refresh_margin). */
+	unsigned int oauth_margin_secs;
+	/* Per call, the account's: its token endpoint asked (Retry-After)
+	 * not to be asked before this time (0: no such request), so no
+	 * refresh is tried until then (status.h keeps it between runs). */
+	int64_t token_not_before;
 	const struct trib_logger *logger;
 	/* Optional: called as the pass goes (often: after every chunk of a
 	 * body), for a progress display. */
@@ -93,6 +100,9 @@ struct sync_result {
 	/* The account needs `tributary authorize` (its refresh token is
 	 * gone): an incident is recorded (incident.h). */
 	bool reauthorize;
+	/* The token endpoint asked not to be asked before this time
+	 * (Retry-After), or 0. */
+	int64_t token_not_before;
 };
 
 /* One pass; fills *result_r (free with sync_result_free()). */

@@ -13,6 +13,8 @@
 #define PREFIX "tributary_"
 #define DEFAULT_POLL_SECS 300
 #define MIN_POLL_SECS 10
+#define DEFAULT_MARGIN_SECS 300
+#define MAX_MARGIN_SECS 3600
 
 /* Fields an account may have: tributary_<account>_<suffix>. */
 static const char *const account_suffixes[] = {
@@ -61,6 +63,7 @@ static const char *const global_names[] = {
 	"tributary_lmtp",
 	"tributary_notify_command",
 	"tributary_reauth_notice",
+	"tributary_oauth_refresh_margin",
 	"tributary_outlook_app_tenant",
 	"tributary_outlook_app_client_id",
 	"tributary_outlook_app_client_secret_file",
@@ -268,6 +271,16 @@ void trib_global_settings_load(const struct trib_settings_layer *global,
 	    !trib_settings_parse_bool(value, &set_r->reauth_notice))
 		global_error(set_r,
 			     "tributary_reauth_notice: '%s' is not yes or no",
+			     value);
+	set_r->oauth_refresh_margin_secs = DEFAULT_MARGIN_SECS;
+	value = layer_get(global, PREFIX "oauth_refresh_margin");
+	if (value != NULL &&
+	    (!trib_settings_parse_time(value,
+				       &set_r->oauth_refresh_margin_secs) ||
+	     set_r->oauth_refresh_margin_secs > MAX_MARGIN_SECS))
+		global_error(set_r,
+			     "tributary_oauth_refresh_margin: '%s' is not a "
+			     "time of 0 to 1h",
 			     value);
 	global_check_providers(set_r, global);
 

@@ -80,6 +80,9 @@ struct trib_global_settings {
 	char *notify_command;
 	/* Send the user a notice message then (default yes). */
 	bool reauth_notice;
+	/* A cached access token is refreshed once it is valid for less
+	 * than this (tributary_oauth_refresh_margin). */
+	unsigned int oauth_refresh_margin_secs;
 	char **errors;
 	unsigned int error_count;
 };

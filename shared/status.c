@@ -405,6 +405,7 @@ static const char *account_parse(struct json_object *obj,
 		{ "deferred", UINT_MAX },
 		{ "delivered_total", UINT64_MAX },
 		{ "failures", UINT_MAX },
+		{ "token_not_before", INT64_MAX },
 	};
 	uint64_t values[TRIB_N_ELEMENTS(fields)];
 	struct json_object *val, *item;
@@ -435,6 +436,7 @@ static const char *account_parse(struct json_object *obj,
 	account->deferred = (unsigned int)values[5];
 	account->delivered_total = values[6];
 	account->failures = (unsigned int)values[7];
+	account->token_not_before = (int64_t)values[8];
 
 	switch (member(obj, "errors", json_type_array, &val)) {
 	case 0:
@@ -574,6 +576,10 @@ static struct json_object *account_json(const struct trib_status_account *a)
 			       json_object_new_uint64(a->delivered_total));
 	json_object_object_add(obj, "failures",
 			       json_object_new_int64(a->failures));
+	if (a->token_not_before != 0)
+		json_object_object_add(
+			obj, "token_not_before",
+			json_object_new_int64(a->token_not_before));
 	for (unsigned int i = 0; i < a->error_count; i++)
 		json_object_array_add(errors,
 				      json_object_new_string(a->errors[i]));

@@ -53,6 +53,10 @@ struct trib_status_account {
 	uint64_t delivered_total;
 	/* Passes in a row that did not end OK. */
 	unsigned int failures;
+	/* The token endpoint asked (Retry-After) not to be asked again
+	 * before this time (unix seconds; 0: no such request). Kept in
+	 * the status because a run started by cron must honour it too. */
+	int64_t token_not_before;
 	/* The last pass's error lines ("alice/work: ..."), at most
 	 * TRIB_STATUS_ERRORS_MAX, each at most TRIB_STATUS_LINE_MAX bytes. */
 	char **errors;

@@ -277,6 +277,35 @@ class SyncOAuth(unittest.TestCase):
         self.assertEqual(code, 75, out + err)
         self.assertIn("deferred", err)
 
+    def test_6b_retry_after_honoured_between_runs(self):
+        self.expire_cached()
+        control("/control/fault", {"kind": "status", "status": 429,
+                                   "count": 1, "path": "/token",
+                                   "retry_after": "3"})
+        self.addCleanup(control, "/control/fault", {"kind": "clear"})
+        code, out, err = self.sync("mail")
+        self.assertEqual(code, 75, out + err)
+        status_path = os.path.join(STATE_DIR, "carol", "status")
+        with open(status_path) as f:
+            not_before = json.load(f)["accounts"]["mail"]["token_not_before"]
+        self.assertGreater(not_before, time.time())
+        self.assertLessEqual(not_before, time.time() + 3)
+        # a run before that time does not ask the endpoint at all
+        control("/control/reset", {})
+        code, out, err = self.sync("mail")
+        self.assertEqual(code, 75, out + err)
+        self.assertIn("carol/mail: the token endpoint asked not to be asked "
+                      "again before", err)
+        self.assertEqual(refreshes(), 0)
+        # and once it has passed, it does
+        time.sleep(max(0, not_before - time.time()) + 1.1)
+        code, out, err = self.sync("mail")
+        self.assertEqual(code, 0, out + err)
+        self.assertEqual(refreshes(), 1)
+        with open(status_path) as f:
+            self.assertNotIn("token_not_before",
+                             json.load(f)["accounts"]["mail"])
+
     def test_7_token_endpoint_down_defers(self):
         code, out, err = self.sync("down")
         self.assertEqual(code, 75, out + err)
@@ -340,11 +369,22 @@ def app_password():
         return f.readline().strip()
 
 
-def carol_sync(account=None, verbose=False, env=None):
+def carol_sync(account=None, verbose=False, env=None, conf=None):
     args = ["sync"] + (["-v"] if verbose else []) + [
-        "-c", ENV["TRIB_TEST_LOCAL_CONF"], "-u", "carol"] + (
+        "-c", conf or ENV["TRIB_TEST_LOCAL_CONF"], "-u", "carol"] + (
         [account] if account else [])
     return synctest.run(args, env=env)
+
+
+def conf_with(name, **settings):
+    """The harness's local config plus these plugin {} settings."""
+    path = os.path.join(DIR, "sync-oauth", name + ".conf")
+    with open(path, "w") as f:
+        f.write("!include %s\nplugin {\n%s}\n" % (
+            ENV["TRIB_TEST_LOCAL_CONF"],
+            "".join("  tributary_%s = %s\n" % kv
+                    for kv in sorted(settings.items()))))
+    return path
 
 
 def refreshes():
@@ -545,6 +585,25 @@ class SyncOAuthExpiry(ExtraAccounts):
         self.assertEqual(summary(out, "carol/cut"), (1, 1, 0, 0))
         self.assertEqual(refreshes(), 1)
         self.assertNotEqual(vault_list("cut")["access_token"][1], cached[1])
+        self.assert_once_each(LONG_BOX)
+
+    def test_7_a_smaller_margin_keeps_the_cached_token(self):
+        # the same 120 s token, with tributary_oauth_refresh_margin = 1m:
+        # still good at the next pass, so no refresh
+        control("/control/settings", {"access_ttl": 120})
+        self.addCleanup(control, "/control/settings", {"access_ttl": 3600})
+        conf = conf_with("margin", oauth_refresh_margin="1m")
+        code, out, err = carol_sync("cut", conf=conf)
+        self.assertEqual(code, 0, out + err)
+        cached = vault_list("cut")["access_token"]
+        seed(LONG_BOX, 1)
+        control("/control/reset", {})
+        code, out, err = carol_sync("cut", conf=conf)
+        self.assertEqual(code, 0, out + err)
+        self.assertEqual(err, "")
+        self.assertEqual(summary(out, "carol/cut"), (1, 1, 0, 0))
+        self.assertEqual(refreshes(), 0)
+        self.assertEqual(vault_list("cut")["access_token"][1], cached[1])
         self.assert_once_each(LONG_BOX)
 
 

@@ -563,6 +563,7 @@ static void test_global_defaults(void **state)
 	assert_string_equal(g.lmtp, "unix:/run/dovecot/lmtp");
 	assert_null(g.notify_command);
 	assert_true(g.reauth_notice);
+	assert_int_equal(g.oauth_refresh_margin_secs, 300);
 	trib_global_settings_free(&g);
 	trib_settings_pairs_free(&pairs);
 }
@@ -639,6 +640,8 @@ static void test_global_reauth(void **state)
 		"/usr/local/bin/page-admin --reauth",
 		"tributary_reauth_notice",
 		"no",
+		"tributary_oauth_refresh_margin",
+		"90s",
 		NULL,
 		NULL,
 	};
@@ -647,6 +650,8 @@ static void test_global_reauth(void **state)
 		"",
 		"tributary_reauth_notice",
 		"YES",
+		"tributary_oauth_refresh_margin",
+		"0",
 		NULL,
 		NULL,
 	};
@@ -655,6 +660,8 @@ static void test_global_reauth(void **state)
 		"logger\nrm -rf /",
 		"tributary_reauth_notice",
 		"sometimes",
+		"tributary_oauth_refresh_margin",
+		"2h",
 		NULL,
 		NULL,
 	};
@@ -663,6 +670,8 @@ static void test_global_reauth(void **state)
 		"characters in the command line",
 		"plugin settings: tributary_reauth_notice: 'sometimes' is not "
 		"yes or no",
+		"plugin settings: tributary_oauth_refresh_margin: '2h' is not a "
+		"time of 0 to 1h",
 	};
 	struct trib_settings_pairs pairs;
 	struct trib_settings_layer layer;
@@ -675,6 +684,7 @@ static void test_global_reauth(void **state)
 	assert_string_equal(g.notify_command,
 			    "/usr/local/bin/page-admin --reauth");
 	assert_false(g.reauth_notice);
+	assert_int_equal(g.oauth_refresh_margin_secs, 90);
 	trib_global_settings_free(&g);
 	trib_settings_pairs_free(&pairs);
 
@@ -683,6 +693,7 @@ static void test_global_reauth(void **state)
 	assert_int_equal(g.error_count, 0);
 	assert_null(g.notify_command);
 	assert_true(g.reauth_notice);
+	assert_int_equal(g.oauth_refresh_margin_secs, 0);
 	trib_global_settings_free(&g);
 	trib_settings_pairs_free(&pairs);
 
