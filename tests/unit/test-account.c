@@ -670,7 +670,8 @@ static void test_global_reauth(void **state)
 		"characters in the command line",
 		"plugin settings: tributary_reauth_notice: 'sometimes' is not "
 		"yes or no",
-		"plugin settings: tributary_oauth_refresh_margin: '2h' is not a "
+		"plugin settings: tributary_oauth_refresh_margin: '2h' is not "
+		"a "
 		"time of 0 to 1h",
 	};
 	struct trib_settings_pairs pairs;
