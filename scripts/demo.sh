@@ -53,6 +53,9 @@ demo() {
 	echo "== run again: nothing new, nothing duplicated"
 	"$top/build/fetcher/tributary" sync -c "$TRIB_TEST_LOCAL_CONF" \
 		-u alice home || true
+	echo "== what tributary status says about alice's accounts"
+	"$top/build/fetcher/tributary" status -c "$TRIB_TEST_LOCAL_CONF" \
+		-u alice || true
 	echo
 	echo "== a server whose certificate has expired is refused before login"
 	"$top/build/fetcher/tributary" check \
