@@ -70,5 +70,7 @@ else
 	"$top/scripts/install-deps.sh"
 	"$top/scripts/build.sh" "$top/build"
 	export PYTHON3="${PYTHON3:-python3}"
+	# the harness loads the LMTP plugin from the build tree
+	export top_builddir="$top/build"
 	exec "$top/tests/harness/with-servers.sh" "$0" --inside
 fi
