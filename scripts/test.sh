@@ -46,6 +46,20 @@ UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	make -C "$top/build-asan" check ||
 	{ cat "$top"/build-asan/tests/test-suite.log; exit 1; }
 
+step "the demo (README's first command) on this build"
+demo_out=$(PYTHON3="${PYTHON3:-python3}" top_builddir="$top/build" \
+	"$top/tests/harness/with-servers.sh" "$top/scripts/demo.sh" --inside 2>&1) ||
+	{ echo "$demo_out"; exit 1; }
+for want in "Logged in as alice@example.com (xoauth2)" \
+	"alice/home: 0 new, 0 delivered, 0 rejected, 0 deferred" \
+	"alice/home  ok  last pass" "certificate has expired"; do
+	case "$demo_out" in
+	*"$want"*) ;;
+	*) echo "$demo_out"; echo "demo: no '$want' in its output"; exit 1 ;;
+	esac
+done
+echo "demo: ok"
+
 step "fuzz the parsers (${FUZZ_SECONDS:-60} s in all)"
 make -C "$top/build" fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 
