@@ -48,6 +48,7 @@ int cmd_check(int argc, char **argv);
 int cmd_accounts(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);
 int cmd_sync(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_authorize(int argc, char **argv);

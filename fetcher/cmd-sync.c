@@ -1,5 +1,6 @@
 /* cmd-sync.c: `tributary sync` (one pass over a user's remote accounts,
- * see sync.h) and `tributary init` (the trace and vault keys). */
+ * see user-sync.h: run on the loop until it is over, stopped cleanly by
+ * SIGINT or SIGTERM) and `tributary init` (the trace and vault keys). */
 
 #include "cli.h"
 
@@ -8,26 +9,24 @@
 #include "account.h"
 #include "alloc.h"
 #include "doveconf.h"
-#include "incident.h"
 #include "loop.h"
 #include "progress.h"
-#include "state.h"
-#include "status.h"
-#include "sync.h"
 #include "trace.h"
+#include "user-sync.h"
 #include "userdb.h"
 #include "vault.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <getopt.h>
 #include <grp.h>
 #include <json-c/json.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 struct sync_run {
@@ -86,6 +85,8 @@ static void sync_usage(FILE *out)
 		     "<base_dir>/tributary-userdb\n"
 		     "      --doveconf PATH     the doveconf binary\n"
 		     "  -v, --verbose           log the details\n"
+		     "\nCtrl-C or SIGTERM stops the pass cleanly: what is "
+		     "done is committed (exit 75).\n"
 		     "\nExit: 0 all done, 75 something deferred (run again), "
 		     "77 refused\n(credentials, TLS), 78 configuration.\n");
 }
@@ -191,253 +192,123 @@ static int report_globals(const struct trib_global_settings *globals)
 	return globals->error_count > 0 ? -1 : 0;
 }
 
-/* Whether one of the accounts this run syncs logs in with a secret from
- * the vault (OAuth tokens, an app password). */
-static bool run_needs_vault(const struct sync_run *run)
-{
-	for (unsigned int i = 0; i < run->list.count; i++) {
-		const struct trib_account *a = run->list.accounts[i];
+/* ---- the pass (user-sync.h) ---- */
 
-		if ((run->account == NULL ||
-		     strcmp(a->name, run->account) == 0) &&
-		    a->auth != TRIB_AUTH_PASSWORD_FILE)
-			return true;
-	}
-	return false;
-}
-
-/* Open the user's vault from the open state. On failure *error_r says
- * why (a copy), and the accounts that need it (oauth2, app_password)
- * report it; the others go on. */
-static void vault_open(const struct sync_run *run, struct trib_state *state,
-		       struct trib_vault_key **key_r,
-		       struct trib_vault **vault_r, char **error_r)
-{
-	const char *error;
-
-	*vault_r = NULL;
-	*error_r = NULL;
-	if (trib_vault_key_load(run->env.globals.vault_key_file, key_r,
-				&error) != TRIB_VAULT_OK) {
-		/* a missing key's error already says to run `tributary
-		 * init` */
-		*error_r = trib_strdup(error);
-		return;
-	}
-	if (trib_vault_open(state, *key_r, vault_r, &error) != TRIB_VAULT_OK) {
-		*error_r = trib_strdup(error);
-		trib_vault_key_destroy(key_r);
-	}
-}
-
-/* ---- the status file (status.h) ---- */
-
-/* The user's status file, saved after each account's pass. */
-struct run_status {
-	struct trib_status *status;
-	char *path;
-	uid_t uid;
-	gid_t gid;
-	bool warned;
+/* What the pass of the user's accounts prints as it goes, and what its
+ * end says. */
+struct sync_cli {
+	struct sync_run *run;
+	struct user_sync *us;
+	json_object *jaccounts;
+	bool done;
+	/* an account's pass said "stopped" */
+	bool stopped_shown;
+	/* the user_sync_result, copied (its error is printed only when
+	 * the state could not be opened: a failed commit was said by the
+	 * account's lines) */
+	enum sync_status status;
+	bool opened, stopped;
+	unsigned int matched;
+	char *error;
 };
 
-static bool run_has_account(const struct sync_run *run, const char *name)
+/* One account's pass is over: its summary line (or JSON entry), then
+ * its error lines. */
+static void cli_account_done(const struct trib_account *a,
+			     const struct sync_result *result, void *context)
 {
-	for (unsigned int i = 0; i < run->list.count; i++) {
-		if (strcmp(run->list.accounts[i]->name, name) == 0)
-			return true;
+	struct sync_cli *c = context;
+	const struct sync_run *run = c->run;
+
+	if (!run->json && !result->skipped) {
+		printf("%s/%s: %u new, %u delivered, %u rejected, %u deferred",
+		       run->user_name, a->name, result->new_count,
+		       result->delivered, result->rejected, result->deferred);
+		if (result->remapped > 0)
+			printf(", %u re-mapped", result->remapped);
+		printf("\n");
+		fflush(stdout);
+	} else if (run->json) {
+		json_object_array_add(c->jaccounts,
+				      result_json(a->name, result));
 	}
-	return false;
+	for (unsigned int j = 0; j < result->error_count; j++)
+		cli_error("%s", result->errors[j]);
+	if (result->stopped)
+		c->stopped_shown = true;
 }
 
-/* Load it (a damaged one is replaced: said once) and drop the entries of
- * accounts the user no longer has. When root runs this, the file gets
- * the owner of the state directory. */
-static void run_status_open(const struct sync_run *run,
-			    struct trib_state *state, struct run_status *rs)
+static void cli_user_done(const struct user_sync_result *result, void *context)
 {
-	struct stat st;
-	char *error = NULL;
+	struct sync_cli *c = context;
 
-	memset(rs, 0, sizeof(*rs));
-	rs->uid = (uid_t)-1;
-	rs->gid = (gid_t)-1;
-	if (geteuid() == 0 && stat(trib_state_path(state), &st) == 0) {
-		rs->uid = st.st_uid;
-		rs->gid = st.st_gid;
-	}
-	rs->path = trib_strdup_printf("%s/status", trib_state_path(state));
-	if (trib_status_load(rs->path, run->user_name, &rs->status, NULL,
-			     &error) < 0) {
-		cli_error("warning: %s (replaced by this pass)", error);
-		free(error);
-		rs->status = trib_status_new(run->user_name);
-	}
-	for (unsigned int i = rs->status->count; i > 0; i--) {
-		const char *name = rs->status->accounts[i - 1]->name;
-
-		if (!run_has_account(run, name))
-			trib_status_remove(rs->status, name);
-	}
+	c->done = true;
+	c->us = NULL;
+	c->status = result->status;
+	c->opened = result->opened;
+	c->stopped = result->stopped;
+	c->matched = result->matched;
+	c->error = result->error != NULL ? trib_strdup(result->error) : NULL;
+	trib_loop_break(c->run->env.loop);
 }
 
-/* Whether the account's reauthorization record is there (or is there
- * but unreadable). A pass that asks for reauthorization without one
- * (no refresh token was ever stored) counts as failing: `tributary
- * status` reads a reauthorization state without a record as "authorized
- * again". */
-static bool reauth_recorded(struct trib_state *state, const char *account)
+/* SIGINT, SIGTERM: stop soon, committing what is done. */
+static void cli_signal(evutil_socket_t sig, short what, void *context)
 {
-	struct incident *incident = NULL;
-	char *error = NULL;
-	int ret;
+	struct sync_cli *c = context;
 
-	ret = incident_read(trib_state_path(state), account, &incident, &error);
-	incident_free(&incident);
-	free(error);
-	return ret != 0;
+	(void)sig;
+	(void)what;
+	if (c->us != NULL)
+		user_sync_stop(c->us);
 }
 
-/* Record the account's pass and save. A failed save is a warning (once)
- * and changes nothing else. */
-static void run_status_record(struct run_status *rs, struct trib_state *state,
-			      const struct trib_account *a,
-			      const struct sync_result *r)
+/* Run the user's pass on the loop until it is over; stops on SIGINT and
+ * SIGTERM. */
+static void sync_user(struct sync_run *run, const struct trib_trace_keys *keys,
+		      struct sync_cli *c)
 {
-	struct trib_status_account *e = trib_status_get(rs->status, a->name);
-	int64_t now = (int64_t)time(NULL);
-	char *error = NULL;
-
-	e->last_attempt = now;
-	if (r->reauthorize && reauth_recorded(state, a->name))
-		e->state = TRIB_ACCOUNT_STATE_REAUTH;
-	else if (r->status == SYNC_OK)
-		e->state = TRIB_ACCOUNT_STATE_OK;
-	else if (r->status == SYNC_TEMP)
-		e->state = TRIB_ACCOUNT_STATE_DEFERRED;
-	else
-		e->state = TRIB_ACCOUNT_STATE_FAILING;
-	if (e->state == TRIB_ACCOUNT_STATE_OK) {
-		e->last_success = now;
-		e->failures = 0;
-	} else {
-		e->failures++;
-	}
-	e->new_count = r->new_count;
-	e->delivered = r->delivered;
-	e->rejected = r->rejected;
-	e->deferred = r->deferred;
-	e->delivered_total += r->delivered;
-	e->token_not_before = r->token_not_before;
-	trib_status_set_errors(e, r->errors, r->error_count);
-	if (trib_status_save(rs->status, rs->path, rs->uid, rs->gid, &error) <
-		    0 &&
-	    !rs->warned) {
-		cli_error("warning: %s", error);
-		rs->warned = true;
-	}
-	free(error);
-}
-
-/* When the account's token endpoint may be asked again (0: now). */
-static int64_t run_status_not_before(struct run_status *rs, const char *name)
-{
-	const struct trib_status_account *e =
-		trib_status_find(rs->status, name);
-
-	return e != NULL ? e->token_not_before : 0;
-}
-
-static void run_status_close(struct run_status *rs)
-{
-	trib_status_free(&rs->status);
-	free(rs->path);
-}
-
-static int sync_accounts(struct sync_run *run, struct trib_state *state,
-			 struct trib_vault *vault, const char *vault_error,
-			 const struct trib_trace_keys *keys,
-			 json_object *jaccounts, enum sync_status *status)
-{
-	struct sync_settings set;
-	struct sync_result result;
+	static const int signals[] = { SIGINT, SIGTERM };
+	struct event_base *base = trib_loop_base(run->env.loop);
+	struct event *sig_ev[TRIB_N_ELEMENTS(signals)];
+	struct user_sync_settings set;
 	struct progress_bar bar;
-	struct run_status rs;
-	unsigned int matched = 0;
 
 	memset(&set, 0, sizeof(set));
 	set.user = run->user_name;
-	set.lmtp = run->env.globals.lmtp;
-	set.lmtp_sessions = run->lmtp_sessions;
-	set.state = state;
-	set.keys = keys;
-	set.vault = vault;
-	set.vault_error = vault_error;
+	set.accounts = &run->list;
+	set.only_account = run->account;
+	set.globals = &run->env.globals;
 	set.global = &run->env.global;
-	set.notify_command = run->env.globals.notify_command;
-	set.reauth_notice = run->env.globals.reauth_notice;
-	set.oauth_margin_secs = run->env.globals.oauth_refresh_margin_secs;
+	set.keys = keys;
+	set.lmtp_sessions = run->lmtp_sessions;
 	set.logger = &run->env.logger;
 	if (!run->json && !run->options.verbose && progress_bar_wanted()) {
 		progress_bar_init(&bar, stderr, run->user_name);
 		set.progress = progress_bar_update;
 		set.progress_context = &bar;
 	}
-	run_status_open(run, state, &rs);
+	set.account_done = cli_account_done;
+	set.context = c;
 
-	for (unsigned int i = 0; i < run->list.count; i++) {
-		const struct trib_account *a = run->list.accounts[i];
-
-		if (run->account != NULL && strcmp(a->name, run->account) != 0)
-			continue;
-		matched++;
-		set.token_not_before = run_status_not_before(&rs, a->name);
-		sync_account(run->env.loop, &set, a, &result);
-		run_status_record(&rs, state, a, &result);
-		if (!run->json && !result.skipped) {
-			printf("%s/%s: %u new, %u delivered, %u rejected, "
-			       "%u deferred",
-			       run->user_name, a->name, result.new_count,
-			       result.delivered, result.rejected,
-			       result.deferred);
-			if (result.remapped > 0)
-				printf(", %u re-mapped", result.remapped);
-			printf("\n");
-			fflush(stdout);
-		} else if (run->json) {
-			json_object_array_add(jaccounts,
-					      result_json(a->name, &result));
-		}
-		for (unsigned int j = 0; j < result.error_count; j++)
-			cli_error("%s", result.errors[j]);
-		*status = worse(*status, result.status);
-		if (result.state_failed) {
-			sync_result_free(&result);
-			run_status_close(&rs);
-			return -1;
-		}
-		sync_result_free(&result);
+	for (unsigned int i = 0; i < TRIB_N_ELEMENTS(signals); i++) {
+		sig_ev[i] = evsignal_new(base, signals[i], cli_signal, c);
+		evsignal_add(sig_ev[i], NULL);
 	}
-	if (run->account != NULL && matched == 0) {
-		cli_error("%s/%s: no such account (tributary accounts -u %s "
-			  "lists them)",
-			  run->user_name, run->account, run->user_name);
-		*status = worse(*status, SYNC_CONFIG);
-	}
-	run_status_close(&rs);
-	return 0;
+	c->us = user_sync_start(run->env.loop, &set, cli_user_done, c);
+	while (!c->done)
+		trib_loop_run(run->env.loop);
+	for (unsigned int i = 0; i < TRIB_N_ELEMENTS(signals); i++)
+		event_free(sig_ev[i]);
 }
 
 int cmd_sync(int argc, char **argv)
 {
 	struct sync_run run;
+	struct sync_cli c;
 	struct trib_trace_keys *keys = NULL;
-	struct trib_state *state = NULL;
-	struct trib_vault_key *vault_key = NULL;
-	struct trib_vault *vault = NULL;
-	char *vault_error = NULL;
 	enum sync_status status = SYNC_OK;
-	json_object *root = NULL, *jaccounts = NULL;
+	json_object *root = NULL;
 	const char *error;
 	int ret;
 
@@ -471,31 +342,37 @@ int cmd_sync(int argc, char **argv)
 		sync_run_free(&run);
 		return CLI_EXIT_CONFIG;
 	}
-	if (trib_state_open(run.env.globals.state_dir, run.user_name, &state,
-			    &error) < 0) {
-		cli_error("%s: %s", run.user_name, error);
-		trib_trace_keys_destroy(&keys);
+	memset(&c, 0, sizeof(c));
+	c.run = &run;
+	if (run.json) {
+		root = json_object_new_object();
+		c.jaccounts = json_object_new_array();
+	}
+	sync_user(&run, keys, &c);
+	trib_trace_keys_destroy(&keys);
+	if (!c.opened) {
+		/* the state could not be opened (locked): nothing was done */
+		cli_error("%s", c.error);
+		free(c.error);
+		json_object_put(c.jaccounts);
+		json_object_put(root);
 		sync_run_free(&run);
 		return CLI_EXIT_TEMPFAIL;
 	}
-	if (run_needs_vault(&run))
-		vault_open(&run, state, &vault_key, &vault, &vault_error);
-	if (run.json) {
-		root = json_object_new_object();
-		jaccounts = json_object_new_array();
+	status = worse(status, c.status);
+	if (c.stopped && !c.stopped_shown)
+		cli_error("%s: stopped", run.user_name);
+	if (run.account != NULL && c.matched == 0 && !c.stopped) {
+		cli_error("%s/%s: no such account (tributary accounts -u %s "
+			  "lists them)",
+			  run.user_name, run.account, run.user_name);
+		status = worse(status, SYNC_CONFIG);
 	}
-	if (sync_accounts(&run, state, vault, vault_error, keys, jaccounts,
-			  &status) < 0)
-		status = worse(status, SYNC_TEMP);
-	trib_vault_close(&vault);
-	trib_vault_key_destroy(&vault_key);
-	free(vault_error);
-	trib_state_close(&state);
-	trib_trace_keys_destroy(&keys);
+	free(c.error);
 	if (run.json) {
 		json_object_object_add(root, "user",
 				       json_object_new_string(run.user_name));
-		json_object_object_add(root, "accounts", jaccounts);
+		json_object_object_add(root, "accounts", c.jaccounts);
 		json_object_object_add(root, "exit",
 				       json_object_new_int(exit_code(status)));
 		printf("%s\n", json_object_to_json_string_ext(

@@ -1,7 +1,8 @@
 /* incident-notice.c: the notice message of a reauthorization incident
  * (incident.h): a plain text message telling the user which account
  * stopped, since when, why and the command that fixes it, delivered over
- * LMTP behind a trace header whose id is the incident's. */
+ * LMTP behind a trace header whose id is the incident's; LMTP's answer
+ * comes through a callback from the loop. */
 
 #include "incident.h"
 
@@ -9,7 +10,6 @@
 #include "alloc.h"
 #include "lmtp-client.h"
 #include "log.h"
-#include "loop.h"
 #include "provider.h"
 #include "trace.h"
 
@@ -43,22 +43,30 @@ static void format_utc(int64_t when, char *buf, size_t size)
 		snprintf(buf, size, "@%lld", (long long)when);
 }
 
-struct notice_wait {
-	struct trib_loop *loop;
-	bool done;
-	enum trib_error_class error_class;
-	char *error;
+struct incident_notice {
+	struct trib_lmtp_client *client;
+	/* NULL once aborted */
+	incident_notice_callback_t *callback;
+	void *context;
 };
 
 static void notice_done(const struct trib_lmtp_reply *reply, void *context)
 {
-	struct notice_wait *w = context;
+	struct incident_notice *n = context;
+	incident_notice_callback_t *callback = n->callback;
+	char *error = NULL;
 
-	w->done = true;
-	w->error_class = reply->error_class;
-	if (reply->error != NULL)
-		w->error = trib_strdup(reply->error);
-	trib_loop_break(w->loop);
+	if (callback == NULL)
+		return; /* incident_notice_abort() is destroying the client */
+	if (reply->error_class != TRIB_OK)
+		error = trib_strdup_printf(
+			"notice not delivered: %s",
+			reply->error != NULL ? reply->error : "LMTP failed");
+	trib_lmtp_client_destroy(&n->client);
+	context = n->context;
+	free(n);
+	callback(error, context);
+	free(error);
 }
 
 /* This host's name for From and Message-ID; "localhost" when it is not a
@@ -198,21 +206,22 @@ static void notice_add(struct evbuffer *buf, const struct incident *inc,
 	free(command);
 }
 
-/* Deliver the notice over LMTP and wait for the answer: 0 on 250, -1
- * with *error_r. */
-int incident_notice_send(struct trib_loop *loop, const struct incident *inc,
-			 const struct incident_settings *set, char **error_r)
+struct incident_notice *
+incident_notice_start(struct trib_loop *loop, const struct incident *inc,
+		      const struct incident_settings *set,
+		      incident_notice_callback_t *callback, void *context,
+		      char **error_r)
 {
 	struct trib_lmtp_client_settings lmtp_set;
 	struct trib_trace_fields fields;
-	struct trib_lmtp_client *client;
 	struct trib_lmtp_message *msg;
-	struct notice_wait w;
+	struct incident_notice *n;
 	struct evbuffer *buf;
 	const char *error;
 	char *line;
 	size_t len;
 
+	*error_r = NULL;
 	memset(&fields, 0, sizeof(fields));
 	fields.recipient = set->user;
 	fields.account = set->account->name;
@@ -224,39 +233,46 @@ int incident_notice_send(struct trib_loop *loop, const struct incident *inc,
 	if (line == NULL) {
 		*error_r =
 			trib_strdup_printf("notice: trace header: %s", error);
-		return -1;
+		return NULL;
 	}
 	memset(&lmtp_set, 0, sizeof(lmtp_set));
 	lmtp_set.address = set->lmtp;
 	lmtp_set.logger = set->logger;
 	lmtp_set.reply_timeout_secs = NOTICE_REPLY_TIMEOUT_SECS;
-	client = trib_lmtp_client_create(loop, &lmtp_set, NULL, NULL, &error);
-	if (client == NULL) {
+	n = trib_calloc(1, sizeof(*n));
+	n->callback = callback;
+	n->context = context;
+	n->client =
+		trib_lmtp_client_create(loop, &lmtp_set, NULL, NULL, &error);
+	if (n->client == NULL) {
 		*error_r =
 			trib_strdup_printf("notice: tributary_lmtp: %s", error);
+		free(n);
 		free(line);
-		return -1;
+		return NULL;
 	}
-	memset(&w, 0, sizeof(w));
-	w.loop = loop;
 	buf = evbuffer_new();
 	evbuffer_add(buf, line, len);
 	notice_add(buf, inc, set);
-	msg = trib_lmtp_message_begin(
-		client, set->user, evbuffer_get_length(buf), notice_done, &w);
+	/* the answer comes from the loop, never inside these calls */
+	msg = trib_lmtp_message_begin(n->client, set->user,
+				      evbuffer_get_length(buf), notice_done, n);
 	trib_lmtp_message_write(msg, buf);
 	trib_lmtp_message_finish(&msg);
 	evbuffer_free(buf);
 	free(line);
-	while (!w.done)
-		trib_loop_run(loop);
-	trib_lmtp_client_destroy(&client);
-	if (w.error_class != TRIB_OK) {
-		*error_r = trib_strdup_printf("notice not delivered: %s",
-					      w.error != NULL ? w.error
-							      : "LMTP failed");
-		free(w.error);
-		return -1;
-	}
-	return 0;
+	return n;
+}
+
+void incident_notice_abort(struct incident_notice **_notice)
+{
+	struct incident_notice *n = *_notice;
+
+	if (n == NULL)
+		return;
+	*_notice = NULL;
+	n->callback = NULL;
+	/* the message's callback fires (canceled) and sees no callback */
+	trib_lmtp_client_destroy(&n->client);
+	free(n);
 }

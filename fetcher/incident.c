@@ -1,7 +1,8 @@
 /* incident.c: the reauthorization incident of an account (see
  * incident.h): its record in the user's state directory, and the
- * follow-up done once per incident: the admin's notify command here, the
- * notice message to the user in incident-notice.c. */
+ * follow-up done once per incident, step by step on the loop: the
+ * admin's notify command (incident-notify.c), then the notice message to
+ * the user (incident-notice.c), each recorded as it is done. */
 
 #include "incident.h"
 
@@ -10,16 +11,15 @@
 #include "crash.h"
 #include "fileio.h"
 #include "log.h"
-#include "provider.h"
+#include "loop.h"
 
 #include <errno.h>
+#include <event2/event.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -349,164 +349,22 @@ int incident_remove(const char *user_dir, const char *account, char **error_r)
 	return ret;
 }
 
-/* ---- the notify command ---- */
-
-/* The command's whole environment: PATH and what it is about. No
- * secret is in it. */
-static char **notify_env(const struct incident *inc,
-			 const struct incident_settings *set)
-{
-	const struct trib_account *a = set->account;
-	char **env = trib_calloc(10, sizeof(*env));
-	char *command = incident_command(set->user, a->name);
-	unsigned int n = 0;
-
-	env[n++] = trib_strdup("PATH=/usr/local/sbin:/usr/local/bin:"
-			       "/usr/sbin:/usr/bin:/sbin:/bin");
-	env[n++] = trib_strdup("TRIBUTARY_EVENT=reauthorization-required");
-	env[n++] = trib_strdup_printf("TRIBUTARY_USER=%s", set->user);
-	env[n++] = trib_strdup_printf("TRIBUTARY_ACCOUNT=%s", a->name);
-	env[n++] = trib_strdup_printf("TRIBUTARY_PROVIDER=%s",
-				      a->provider != NULL ? a->provider->name
-							  : "imap");
-	env[n++] = trib_strdup_printf("TRIBUTARY_LOGIN=%s",
-				      a->login != NULL ? a->login : "");
-	env[n++] = trib_strdup_printf("TRIBUTARY_REASON=%s", inc->reason);
-	env[n++] = trib_strdup_printf("TRIBUTARY_COMMAND=%s", command);
-	env[n++] = trib_strdup_printf("TRIBUTARY_SINCE=%lld",
-				      (long long)inc->since);
-	free(command);
-	return env;
-}
-
-static void strv_free(char **strv)
-{
-	for (unsigned int i = 0; strv[i] != NULL; i++)
-		free(strv[i]);
-	free(strv);
-}
-
-/* In the child: a clean process running /bin/sh -c command. Only
- * async-signal-safe calls. */
-static void TRIB_ATTR_NORETURN notify_exec(const char *command, char **env,
-					   long max_fd)
-{
-	char *const argv[] = { (char *)"sh", (char *)"-c", (char *)command,
-			       NULL };
-	sigset_t none;
-	int fd;
-
-	(void)setpgid(0, 0);
-	if (chdir("/") < 0)
-		_exit(126);
-	sigemptyset(&none);
-	(void)sigprocmask(SIG_SETMASK, &none, NULL);
-	(void)signal(SIGPIPE, SIG_DFL);
-	fd = open("/dev/null", O_RDONLY);
-	if (fd < 0 || dup2(fd, STDIN_FILENO) < 0)
-		_exit(126);
-	for (long i = STDERR_FILENO + 1; i < max_fd; i++)
-		(void)close((int)i);
-	execve("/bin/sh", argv, env);
-	_exit(127);
-}
-
-/* Wait for pid until deadline (CLOCK_MONOTONIC seconds): 1 with
- * *status_r when it ended, 0 at the deadline, -1 on a waitpid() error. */
-static int notify_wait(pid_t pid, time_t deadline, int *status_r)
-{
-	const struct timespec step = { 0, 50 * 1000 * 1000 };
-	struct timespec now;
-	pid_t ret;
-
-	for (;;) {
-		ret = waitpid(pid, status_r, WNOHANG);
-		if (ret == pid)
-			return 1;
-		if (ret < 0 && errno != EINTR)
-			return -1;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec >= deadline)
-			return 0;
-		(void)nanosleep(&step, NULL);
-	}
-}
-
-/* Reap pid for good (after SIGKILL). */
-static void notify_reap(pid_t pid, int *status_r)
-{
-	while (waitpid(pid, status_r, 0) < 0 && errno == EINTR)
-		;
-}
-
-/* Run the admin's command and wait for it. 1 when it ran (*warning_r
- * set when it failed or was killed), -1 with *error_r when it could not
- * be started (then it is tried again at a later pass).
- *
- * This blocks for up to INCIDENT_NOTIFY_TIMEOUT_SECS: the CLI works on
- * one account at a time, so that is fine here; the daemon will run it
- * asynchronously (a child watched from the loop) instead. */
-static int notify_run(const struct incident *inc,
-		      const struct incident_settings *set, char **warning_r,
-		      char **error_r)
-{
-	struct timespec now;
-	char **env = notify_env(inc, set);
-	long max_fd = sysconf(_SC_OPEN_MAX);
-	unsigned int timeout = set->notify_timeout_secs != 0
-				       ? set->notify_timeout_secs
-				       : INCIDENT_NOTIFY_TIMEOUT_SECS;
-	int status = 0, ret;
-	pid_t pid;
-
-	*warning_r = NULL;
-	if (max_fd < 0 || max_fd > 65536)
-		max_fd = 65536;
-	/* what the CLI printed so far comes before the command's output */
-	(void)fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		*error_r = trib_strdup_printf("cannot start the notify "
-					      "command: fork: %s",
-					      strerror(errno));
-		strv_free(env);
-		return -1;
-	}
-	if (pid == 0)
-		notify_exec(set->notify_command, env, max_fd);
-	strv_free(env);
-	(void)setpgid(pid, pid); /* either of us may be first */
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	ret = notify_wait(pid, now.tv_sec + (time_t)timeout, &status);
-	if (ret <= 0) {
-		int wait_errno = errno;
-
-		(void)kill(-pid, SIGKILL);
-		(void)kill(pid, SIGKILL);
-		notify_reap(pid, &status);
-		if (ret == 0)
-			*warning_r = trib_strdup_printf(
-				"the notify command did not finish within "
-				"%u s: killed",
-				timeout);
-		else
-			*warning_r = trib_strdup_printf(
-				"cannot wait for the notify command (killed): "
-				"%s",
-				strerror(wait_errno));
-	} else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-		*warning_r = trib_strdup_printf("the notify command exited "
-						"with status %d",
-						WEXITSTATUS(status));
-	} else if (WIFSIGNALED(status)) {
-		*warning_r = trib_strdup_printf("the notify command was killed "
-						"by signal %d",
-						WTERMSIG(status));
-	}
-	return 1;
-}
-
 /* ---- follow-up ---- */
+
+struct incident_follow_up {
+	struct trib_loop *loop;
+	char *user_dir;
+	struct incident *incident;
+	const struct incident_settings *set;
+	incident_follow_up_callback_t *callback;
+	void *context;
+	/* the next step, from the loop */
+	struct event *step_ev;
+	bool notify_taken, notice_taken;
+	struct incident_notify *notify;
+	struct incident_notice *notice;
+	char *errors;
+};
 
 /* Add line to the "; "-separated list *errors (taking it). */
 static void errors_add(char **errors, char *line)
@@ -525,48 +383,156 @@ static void errors_add(char **errors, char *line)
 
 /* Record a step: a failure is one more error (the step may then be
  * done again at a later pass). */
-static void record(const char *user_dir, const struct incident *inc,
-		   char **errors)
+static void record(struct incident_follow_up *fu)
 {
 	char *error;
 
-	if (incident_write(user_dir, inc, &error) < 0)
-		errors_add(errors, error);
+	if (incident_write(fu->user_dir, fu->incident, &error) < 0)
+		errors_add(&fu->errors, error);
+}
+
+static void follow_up_finish(struct incident_follow_up *fu)
+{
+	fu->callback(fu->errors, fu->context);
+	event_free(fu->step_ev);
+	free(fu->errors);
+	free(fu->user_dir);
+	free(fu);
+}
+
+static void follow_up_next(struct incident_follow_up *fu)
+{
+	static const struct timeval now = { 0, 0 };
+
+	evtimer_add(fu->step_ev, &now);
+}
+
+static void notify_done(const char *warning, void *context)
+{
+	struct incident_follow_up *fu = context;
+
+	fu->notify = NULL;
+	trib_log(fu->set->logger, TRIB_LOG_DEBUG, "%s/%s: notify command ran",
+		 fu->set->user, fu->set->account->name);
+	fu->incident->notified = (int64_t)time(NULL);
+	if (warning != NULL)
+		errors_add(&fu->errors, trib_strdup(warning));
+	record(fu);
+	follow_up_next(fu);
+}
+
+static void notice_done(const char *error, void *context)
+{
+	struct incident_follow_up *fu = context;
+
+	fu->notice = NULL;
+	if (error != NULL) {
+		errors_add(&fu->errors, trib_strdup(error));
+	} else {
+		TRIB_CRASH_POINT("incident-after-notice");
+		trib_log(fu->set->logger, TRIB_LOG_DEBUG,
+			 "%s/%s: reauthorization notice delivered",
+			 fu->set->user, fu->set->account->name);
+		fu->incident->noticed = (int64_t)time(NULL);
+		record(fu);
+	}
+	follow_up_next(fu);
+}
+
+/* The next step still to take: the notify command, then the notice,
+ * then the callback. */
+static void follow_up_step(evutil_socket_t fd, short what, void *context)
+{
+	struct incident_follow_up *fu = context;
+	const struct incident_settings *set = fu->set;
+	char *error;
+
+	(void)fd;
+	(void)what;
+	if (!fu->notify_taken) {
+		fu->notify_taken = true;
+		if (set->notify_command != NULL &&
+		    set->notify_command[0] != '\0' &&
+		    fu->incident->notified == 0) {
+			fu->notify = incident_notify_start(
+				fu->loop, fu->incident, set, notify_done, fu,
+				&error);
+			if (fu->notify != NULL)
+				return;
+			errors_add(&fu->errors, error);
+		}
+	}
+	if (!fu->notice_taken) {
+		fu->notice_taken = true;
+		if (set->notice && fu->incident->noticed == 0) {
+			fu->notice = incident_notice_start(
+				fu->loop, fu->incident, set, notice_done, fu,
+				&error);
+			if (fu->notice != NULL)
+				return;
+			errors_add(&fu->errors, error);
+		}
+	}
+	follow_up_finish(fu);
+}
+
+struct incident_follow_up *
+incident_follow_up_start(struct trib_loop *loop, const char *user_dir,
+			 struct incident *incident,
+			 const struct incident_settings *set,
+			 incident_follow_up_callback_t *callback, void *context)
+{
+	struct incident_follow_up *fu = trib_calloc(1, sizeof(*fu));
+
+	fu->loop = loop;
+	fu->user_dir = trib_strdup(user_dir);
+	fu->incident = incident;
+	fu->set = set;
+	fu->callback = callback;
+	fu->context = context;
+	fu->step_ev = evtimer_new(trib_loop_base(loop), follow_up_step, fu);
+	follow_up_next(fu);
+	return fu;
+}
+
+void incident_follow_up_abort(struct incident_follow_up **_fu)
+{
+	struct incident_follow_up *fu = *_fu;
+
+	if (fu == NULL)
+		return;
+	*_fu = NULL;
+	evtimer_del(fu->step_ev);
+	incident_notify_abort(&fu->notify);
+	incident_notice_abort(&fu->notice);
+	follow_up_finish(fu);
+}
+
+struct follow_up_wait {
+	struct trib_loop *loop;
+	bool done;
+	char *error;
+};
+
+static void follow_up_wait_done(const char *error, void *context)
+{
+	struct follow_up_wait *w = context;
+
+	w->done = true;
+	w->error = error != NULL ? trib_strdup(error) : NULL;
+	trib_loop_break(w->loop);
 }
 
 int incident_follow_up(struct trib_loop *loop, const char *user_dir,
 		       struct incident *incident,
 		       const struct incident_settings *set, char **error_r)
 {
-	char *errors = NULL, *warning = NULL, *error = NULL;
+	struct follow_up_wait w = { .loop = loop };
 
-	*error_r = NULL;
-	if (set->notify_command != NULL && set->notify_command[0] != '\0' &&
-	    incident->notified == 0) {
-		if (notify_run(incident, set, &warning, &error) < 0) {
-			errors_add(&errors, error);
-		} else {
-			trib_log(set->logger, TRIB_LOG_DEBUG,
-				 "%s/%s: notify command ran", set->user,
-				 set->account->name);
-			incident->notified = (int64_t)time(NULL);
-			if (warning != NULL)
-				errors_add(&errors, warning);
-			record(user_dir, incident, &errors);
-		}
-	}
-	if (set->notice && incident->noticed == 0) {
-		if (incident_notice_send(loop, incident, set, &error) < 0) {
-			errors_add(&errors, error);
-		} else {
-			TRIB_CRASH_POINT("incident-after-notice");
-			trib_log(set->logger, TRIB_LOG_DEBUG,
-				 "%s/%s: reauthorization notice delivered",
-				 set->user, set->account->name);
-			incident->noticed = (int64_t)time(NULL);
-			record(user_dir, incident, &errors);
-		}
-	}
-	*error_r = errors;
-	return errors != NULL ? -1 : 0;
+	(void)incident_follow_up_start(loop, user_dir, incident, set,
+				       follow_up_wait_done, &w);
+	while (!w.done)
+		trib_loop_run(loop);
+	*error_r = w.error;
+	return w.error != NULL ? -1 : 0;
 }

@@ -31,6 +31,8 @@ static const struct command commands[] = {
 	{ "init", cmd_init, "create the trace key if it is missing" },
 	{ "sync", cmd_sync,
 	  "one pass: new remote mail into the local mailbox over LMTP" },
+	{ "run", cmd_run,
+	  "the service: poll every user's accounts until SIGTERM" },
 	{ "status", cmd_status,
 	  "what each remote account did last; what needs fixing" },
 	{ "authorize", cmd_authorize,

@@ -1,7 +1,9 @@
 /* sync-connect.c: the connection of one account's pass (see
  * sync-private.h): the secret to log in with (a password file's, the
- * vault's app password, an oauth2 account's access token), connect,
- * authenticate, and the two reasons to connect again within the pass.
+ * vault's app password, an oauth2 account's access token, which may
+ * take a request to the token endpoint), connect, authenticate, and,
+ * when a session is over, the two reasons to connect again within the
+ * pass (decided from the loop, sync_connect_next()).
  *
  *   - The server refuses an oauth2 account's access token at login: one
  *     refresh, one new connection (oauth_retry).
@@ -16,7 +18,9 @@
  *     refreshed for it, so it can never loop.
  *
  * A connection lost for any other reason stays what it is: the rest of
- * the account waits for the next pass. */
+ * the account waits for the next pass. So does everything after
+ * sync_stop(): no new connection, and one closed at once when its
+ * LOGOUT would have to wait (sync_connect_stop()). */
 
 #include "sync-private.h"
 
@@ -128,16 +132,19 @@ static void auth_done(const struct trib_imap_reply *reply, void *context)
 {
 	struct sync *s = context;
 
+	if (s->stopping) {
+		sync_account_finish(s); /* LOGOUT when logged in */
+		return;
+	}
 	if (reply->status != TRIB_IMAP_STATUS_OK && oauth_refused(s, reply) &&
 	    !s->oauth_retried) {
-		/* refresh once and connect again (sync_connect_run) */
+		/* refresh once and connect again (sync_connect_next) */
 		trib_log(s->set->logger, TRIB_LOG_DEBUG,
 			 "%s: the server refused the access token: "
 			 "refreshing it",
 			 s->name);
 		s->oauth_retry = true;
-		s->done = true;
-		trib_loop_break(s->loop);
+		sync_session_over(s);
 		return;
 	}
 	if (reply->status != TRIB_IMAP_STATUS_OK) {
@@ -148,11 +155,6 @@ static void auth_done(const struct trib_imap_reply *reply, void *context)
 	TRIB_CRASH_POINT("sync-after-login");
 	sync_start_folders(s);
 }
-
-struct connect_ctx {
-	struct sync *sync;
-	char *password;
-};
 
 /* The first of the account's SASL mechanisms the server offers (the
  * first of all when it offers none: its refusal then says so). */
@@ -170,11 +172,16 @@ static const char *sasl_mech(const struct sync *s)
 
 static void connect_done(const struct trib_imap_reply *reply, void *context)
 {
-	struct connect_ctx *ctx = context;
-	struct sync *s = ctx->sync;
-	char *password = ctx->password;
+	struct sync *s = context;
+	char *password = s->connect_secret;
 
-	free(ctx);
+	s->connect_secret = NULL;
+	s->connecting = false;
+	if (s->stopping) {
+		trib_secret_free(&password);
+		sync_account_finish(s);
+		return;
+	}
 	if (reply->status != TRIB_IMAP_STATUS_OK) {
 		trib_secret_free(&password);
 		sync_result_error(s->result,
@@ -244,28 +251,29 @@ static char *password_file(struct sync *s)
 	return secret;
 }
 
-/* The secret to log in with. NULL after recording the error. */
-static char *account_secret(struct sync *s, bool force_refresh)
+/* Get the secret to log in with: sync_connect_secret() follows, with
+ * NULL after recording the error. */
+static void account_secret(struct sync *s, bool force_refresh)
 {
-	char *secret = NULL;
-
 	if (s->account->sasl_count == 0) {
 		sync_result_error(s->result, SYNC_CONFIG,
 				  "%s: no SASL mechanism for auth %s", s->name,
 				  trib_auth_method_name(s->account->auth));
-		return NULL;
+		sync_connect_secret(s, NULL);
+		return;
 	}
 	switch (s->account->auth) {
 	case TRIB_AUTH_OAUTH2:
-		if (sync_oauth_token(s, force_refresh, &secret) < 0)
-			return NULL;
-		return secret;
+		sync_oauth_token(s, force_refresh);
+		return;
 	case TRIB_AUTH_APP_PASSWORD:
-		return app_password(s);
+		sync_connect_secret(s, app_password(s));
+		return;
 	case TRIB_AUTH_PASSWORD_FILE:
-		return password_file(s);
+		sync_connect_secret(s, password_file(s));
+		return;
 	}
-	return NULL;
+	sync_connect_secret(s, NULL);
 }
 
 /* ---- the connection ---- */
@@ -294,32 +302,15 @@ static int imap_create(struct sync *s)
 	return 0;
 }
 
-char *sync_connect_prepare(struct sync *s)
+void sync_connect_begin(struct sync *s)
 {
-	char *secret = account_secret(s, false);
-
-	if (secret != NULL && imap_create(s) < 0)
-		trib_secret_free(&secret);
-	return secret;
+	account_secret(s, false);
 }
 
-/* Connect with secret (taken) and run the pass until it is over. */
-static void run_pass(struct sync *s, char *secret)
-{
-	struct connect_ctx *ctx;
-
-	ctx = trib_calloc(1, sizeof(*ctx));
-	ctx->sync = s;
-	ctx->password = secret;
-	trib_imap_client_connect(s->imap, connect_done, ctx);
-	while (!s->done)
-		trib_loop_run(s->loop);
-}
-
-/* Ready for another run_pass(): what the one before left behind goes,
+/* Ready for another connection: what the one before left behind goes,
  * except where it was (the folder list when it was complete, the
- * folder, the results). Nothing is in flight by then: the pass ends only
- * once LMTP has answered everything and the state is committed. */
+ * folder, the results). Nothing is in flight by then: a session ends
+ * only once LMTP has answered everything and the state is committed. */
 static void pass_reset(struct sync *s)
 {
 	s->done = false;
@@ -367,52 +358,106 @@ static void expired_give_up(struct sync *s)
 	s->session_expired = false;
 }
 
-/* Whether the pass goes on over a new connection, and with which secret
- * (NULL: it is over, any error recorded). */
-static char *reconnect_secret(struct sync *s)
+/* No (further) connection: the pass ends. */
+static void connect_give_up(struct sync *s)
 {
-	char *secret;
+	if (s->reconnecting)
+		expired_give_up(s);
+	sync_end(s);
+}
 
+void sync_connect_secret(struct sync *s, char *secret)
+{
+	if (s->stopping)
+		trib_secret_free(&secret);
+	if (secret == NULL) {
+		connect_give_up(s);
+		return;
+	}
+	if (imap_create(s) < 0 ||
+	    (s->lmtp == NULL && sync_lmtp_create(s) < 0)) {
+		trib_secret_free(&secret);
+		connect_give_up(s);
+		return;
+	}
+	s->result->skipped = false;
+	if (s->reconnecting)
+		pass_reset(s);
+	s->connect_secret = secret;
+	s->connecting = true;
+	trib_imap_client_connect(s->imap, connect_done, s);
+}
+
+/* Whether the pass goes on over a new connection: true after recording
+ * why; false when it is over (any error recorded). */
+static bool reconnect_wanted(struct sync *s)
+{
+	if (s->stopping)
+		return false;
 	if (s->oauth_retry) {
 		s->oauth_retry = false;
 		s->oauth_retried = true;
-	} else if (s->session_expired) {
-		if (s->reconnects >= SYNC_RECONNECT_MAX) {
-			sync_result_error(s->result, SYNC_TEMP,
-					  "%s: the server ended the session "
-					  "%u times in this pass because the "
-					  "access token expired; the rest is "
-					  "left for the next pass",
-					  s->name, s->reconnects + 1);
-			expired_give_up(s);
-			return NULL;
-		}
-		s->reconnects++;
-		trib_log(s->set->logger, TRIB_LOG_DEBUG,
-			 "%s: refreshing the access token and reconnecting "
-			 "(%u of at most %u)",
-			 s->name, s->reconnects, SYNC_RECONNECT_MAX);
-		if (trib_state_is_dirty(s->set->state))
-			sync_commit(s);
-	} else {
-		return NULL;
+		return true;
 	}
-	trib_imap_client_destroy(&s->imap);
-	secret = s->result->state_failed ? NULL : account_secret(s, true);
-	if (secret != NULL && imap_create(s) < 0)
-		trib_secret_free(&secret);
-	if (secret == NULL) {
-		expired_give_up(s);
-		return NULL;
+	if (!s->session_expired)
+		return false;
+	if (s->reconnects >= SYNC_RECONNECT_MAX) {
+		sync_result_error(s->result, SYNC_TEMP,
+				  "%s: the server ended the session %u times "
+				  "in this pass because the access token "
+				  "expired; the rest is left for the next pass",
+				  s->name, s->reconnects + 1);
+		return false;
 	}
-	pass_reset(s);
-	return secret;
+	s->reconnects++;
+	trib_log(s->set->logger, TRIB_LOG_DEBUG,
+		 "%s: refreshing the access token and reconnecting (%u of at "
+		 "most %u)",
+		 s->name, s->reconnects, SYNC_RECONNECT_MAX);
+	if (trib_state_is_dirty(s->set->state))
+		sync_commit(s);
+	return true;
 }
 
-void sync_connect_run(struct sync *s, char *secret)
+void sync_connect_next(struct sync *s)
 {
-	while (secret != NULL) {
-		run_pass(s, secret);
-		secret = reconnect_secret(s);
+	if (!reconnect_wanted(s)) {
+		expired_give_up(s);
+		sync_end(s);
+		return;
 	}
+	trib_imap_client_destroy(&s->imap);
+	s->reconnecting = true;
+	if (s->result->state_failed) {
+		connect_give_up(s);
+		return;
+	}
+	account_secret(s, true);
+}
+
+void sync_connect_close(struct sync *s)
+{
+	struct trib_imap_client *imap = s->imap;
+	bool connecting = s->connecting;
+
+	if (imap == NULL)
+		return;
+	s->imap = NULL;
+	s->connecting = false;
+	trib_secret_free(&s->connect_secret);
+	/* the commands' callbacks fire (canceled) and see s->imap NULL */
+	trib_imap_client_destroy(&imap);
+	if (connecting)
+		sync_session_over(s); /* no connect callback comes */
+}
+
+void sync_connect_stop(struct sync *s)
+{
+	if (s->imap == NULL || s->done)
+		return;
+	/* a FETCH could stream for long: cut it; before the login there
+	 * is no one to say goodbye to */
+	if (s->connecting || s->fetch_running ||
+	    !trib_imap_client_is_authenticated(s->imap))
+		sync_connect_close(s);
 }

@@ -27,7 +27,9 @@ static bool lmtp_all_full(struct sync *s)
 	bool any_open = false;
 
 	for (unsigned int i = 0; i < s->lmtp_count; i++) {
-		if (trib_lmtp_client_is_closed(s->lmtp[i]))
+		/* NULL: destroyed when sync_stop() gave up waiting */
+		if (s->lmtp[i] == NULL ||
+		    trib_lmtp_client_is_closed(s->lmtp[i]))
 			continue;
 		any_open = true;
 		if (!trib_lmtp_client_is_full(s->lmtp[i]))
@@ -95,7 +97,7 @@ static struct trib_lmtp_client *lmtp_pick(struct sync *s)
 			s->lmtp[(s->lmtp_rr + k) % s->lmtp_count];
 		unsigned int p;
 
-		if (trib_lmtp_client_is_closed(c))
+		if (c == NULL || trib_lmtp_client_is_closed(c))
 			continue;
 		p = trib_lmtp_client_messages_pending(c);
 		if (best == NULL || p < best_pending) {

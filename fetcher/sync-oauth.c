@@ -15,6 +15,10 @@
  * or, when a step fails, at a later one. A new refresh token in the vault
  * (another fingerprint) ends the incident: its record is removed.
  *
+ * Nothing here blocks: the token request and the follow-up run on the
+ * loop, and their callbacks hand the pass its secret (or none) through
+ * sync_connect_secret(). sync_stop() aborts whichever is in flight.
+ *
  * Secrets: tokens and the client secret stay in buffers wiped with
  * trib_secret_free(); no error or log line holds one. */
 
@@ -36,33 +40,25 @@
 #include <string.h>
 #include <time.h>
 
-struct refresh_wait {
-	struct trib_loop *loop;
-	bool done;
-	enum trib_error_class error_class;
-	bool reauthorize;
-	bool rotated;
-	long retry_after_secs;
-	char *error;
-	struct trib_oauth_token *token;
+/* What an oauth2 pass keeps while it waits. */
+struct sync_oauth {
+	/* the token endpoint's client, made at the first refresh */
+	struct trib_http_client *http;
+	/* the refresh in flight, and the refresh token it sent */
+	struct trib_oauth_request *request;
+	char *refresh_token;
+	/* the reauthorization follow-up in flight, its incident and
+	 * settings */
+	struct incident_follow_up *follow_up;
+	struct incident *incident;
+	struct incident_settings incident_set;
 };
 
-static void refresh_done(struct trib_oauth_result *result, void *context)
+static struct sync_oauth *oauth_get(struct sync *s)
 {
-	struct refresh_wait *w = context;
-
-	w->done = true;
-	w->error_class = result->error_class;
-	w->reauthorize = result->reauthorize;
-	w->rotated = result->refresh_token_rotated;
-	w->retry_after_secs = result->retry_after_secs;
-	if (result->error != NULL)
-		w->error = trib_strdup(result->error);
-	if (result->error_class == TRIB_OK) {
-		w->token = result->token;
-		result->token = NULL;
-	}
-	trib_loop_break(w->loop);
+	if (s->oauth == NULL)
+		s->oauth = trib_calloc(1, sizeof(*s->oauth));
+	return s->oauth;
 }
 
 /* ---- the reauthorization incident ---- */
@@ -76,31 +72,49 @@ static void reauth_error(struct sync *s, const char *why)
 			  s->name, s->set->user, s->account->name, why);
 }
 
-/* The notify command and the notice, whatever of them is still to do.
- * A failure is one more line of the result: the status stays AUTH. */
-static void reauth_follow_up(struct sync *s, struct incident *incident)
+static void follow_up_done(const char *error, void *context)
 {
-	struct incident_settings set;
-	char *error;
+	struct sync *s = context;
 
-	memset(&set, 0, sizeof(set));
-	set.user = s->set->user;
-	set.account = s->account;
-	set.notify_command = s->set->notify_command;
-	set.notice = s->set->reauth_notice;
-	set.lmtp = s->set->lmtp;
-	set.keys = s->set->keys;
-	set.logger = s->set->logger;
-	if (incident_follow_up(s->loop, trib_state_path(s->set->state),
-			       incident, &set, &error) < 0) {
+	s->oauth->follow_up = NULL;
+	if (error != NULL)
 		sync_result_error(s->result, SYNC_OK,
 				  "%s: reauthorization follow-up: %s", s->name,
 				  error);
-		free(error);
-	}
+	incident_free(&s->oauth->incident);
+	sync_connect_secret(s, NULL);
 }
 
-/* The endpoint refused refresh_token for good: a new incident. */
+/* The notify command and the notice, whatever of them is still to do
+ * (takes incident); the pass then ends without a secret. A failure is
+ * one more line of the result: the status stays AUTH. */
+static void reauth_follow_up(struct sync *s, struct incident *incident)
+{
+	struct sync_oauth *o = oauth_get(s);
+	struct incident_settings *set = &o->incident_set;
+
+	if (s->stopping) {
+		/* left for a later pass */
+		incident_free(&incident);
+		sync_connect_secret(s, NULL);
+		return;
+	}
+	memset(set, 0, sizeof(*set));
+	set->user = s->set->user;
+	set->account = s->account;
+	set->notify_command = s->set->notify_command;
+	set->notice = s->set->reauth_notice;
+	set->lmtp = s->set->lmtp;
+	set->keys = s->set->keys;
+	set->logger = s->set->logger;
+	o->incident = incident;
+	o->follow_up = incident_follow_up_start(
+		s->loop, trib_state_path(s->set->state), incident, set,
+		follow_up_done, s);
+}
+
+/* The endpoint refused refresh_token for good: a new incident, then
+ * its follow-up; the pass ends without a secret. */
 static void reauth_begin(struct sync *s, const char *refresh_token,
 			 const char *why)
 {
@@ -122,15 +136,17 @@ static void reauth_begin(struct sync *s, const char *refresh_token,
 				  "reauthorization: %s",
 				  s->name, error);
 		free(error);
-	} else {
-		reauth_follow_up(s, incident);
+		incident_free(&incident);
+		sync_connect_secret(s, NULL);
+		return;
 	}
-	incident_free(&incident);
+	reauth_follow_up(s, incident);
 }
 
-/* 1 when an incident names refresh_token (reported, its follow-up
- * done): no asking the endpoint again; 0 when there is none (a record of
- * another refresh token is removed: a new one was stored). */
+/* 1 when an incident names refresh_token: reported, its follow-up
+ * started (the pass ends after it); -1 when the record cannot be read
+ * (reported); 0 when there is none (a record of another refresh token is
+ * removed: a new one was stored). */
 static int reauth_check(struct sync *s, const char *refresh_token)
 {
 	const char *user_dir = trib_state_path(s->set->state);
@@ -142,7 +158,7 @@ static int reauth_check(struct sync *s, const char *refresh_token)
 	if (ret < 0) {
 		reauth_error(s, error);
 		free(error);
-		return 1;
+		return -1;
 	}
 	if (ret == 0)
 		return 0;
@@ -163,7 +179,6 @@ static int reauth_check(struct sync *s, const char *refresh_token)
 				: "the token endpoint refused the refresh "
 				  "token at an earlier pass");
 	reauth_follow_up(s, incident);
-	incident_free(&incident);
 	return 1;
 }
 
@@ -202,14 +217,14 @@ static char *client_secret(struct sync *s, bool *failed_r)
 
 /* Store what the endpoint answered: the rotated refresh token first
  * among the changes, the access token with its expiry, and commit. */
-static int store_tokens(struct sync *s, const struct refresh_wait *w)
+static int store_tokens(struct sync *s, const struct trib_oauth_result *r)
 {
 	struct trib_vault *vault = s->set->vault;
 	const char *error;
 
-	if (w->rotated && w->token->refresh_token != NULL &&
+	if (r->refresh_token_rotated && r->token->refresh_token != NULL &&
 	    trib_vault_set(vault, s->account->name, TRIB_VAULT_REFRESH_TOKEN,
-			   w->token->refresh_token, 0,
+			   r->token->refresh_token, 0,
 			   &error) != TRIB_VAULT_OK) {
 		sync_result_error(s->result, SYNC_TEMP,
 				  "%s: cannot store the new refresh token: %s",
@@ -217,8 +232,8 @@ static int store_tokens(struct sync *s, const struct refresh_wait *w)
 		return -1;
 	}
 	if (trib_vault_set(vault, s->account->name, TRIB_VAULT_ACCESS_TOKEN,
-			   w->token->access_token,
-			   (int64_t)w->token->expires_at,
+			   r->token->access_token,
+			   (int64_t)r->token->expires_at,
 			   &error) != TRIB_VAULT_OK) {
 		sync_result_error(s->result, SYNC_TEMP,
 				  "%s: cannot store the access token: %s",
@@ -235,81 +250,97 @@ static int store_tokens(struct sync *s, const struct refresh_wait *w)
 	return 0;
 }
 
-static int refresh(struct sync *s, const char *refresh_token, char **token_r)
+static void refresh_done(struct trib_oauth_result *result, void *context)
 {
+	struct sync *s = context;
+	struct sync_oauth *o = s->oauth;
+	const char *why = result->error;
+	char *token = NULL;
+
+	o->request = NULL;
+	if (result->error_class == TRIB_OK) {
+		/* stored even when stopping: a rotated refresh token may be
+		 * the only valid one now */
+		if (store_tokens(s, result) == 0) {
+			trib_log(s->set->logger, TRIB_LOG_DEBUG,
+				 "%s: access token refreshed%s", s->name,
+				 result->refresh_token_rotated
+					 ? " (refresh token rotated)"
+					 : "");
+			token = trib_strdup(result->token->access_token);
+		}
+	} else if (s->stopping && result->error_class == TRIB_ERR_CANCELED) {
+		/* sync_stop(): the pass ends */
+	} else if (result->reauthorize) {
+		reauth_begin(s, o->refresh_token,
+			     why != NULL ? why : "refused");
+		trib_secret_free(&o->refresh_token);
+		return;
+	} else if (result->error_class == TRIB_ERR_PERM) {
+		sync_result_error(s->result, SYNC_CONFIG,
+				  "%s: the token endpoint refused the refresh: "
+				  "%s",
+				  s->name, why != NULL ? why : "refused");
+	} else {
+		sync_result_error(s->result, SYNC_TEMP,
+				  "%s: cannot refresh the access token, "
+				  "deferred: %s",
+				  s->name, why != NULL ? why : "failed");
+		if (result->retry_after_secs > 0)
+			s->result->token_not_before =
+				(int64_t)time(NULL) + result->retry_after_secs;
+	}
+	trib_secret_free(&o->refresh_token);
+	sync_connect_secret(s, token);
+}
+
+/* Ask the token endpoint for a new access token (takes refresh_token);
+ * refresh_done() follows. */
+static void refresh_start(struct sync *s, char *refresh_token)
+{
+	struct sync_oauth *o = oauth_get(s);
 	struct trib_http_client_settings http_set;
 	struct trib_oauth_settings oauth_set;
-	struct trib_oauth_request *req;
-	struct refresh_wait w;
 	const char *error;
 	char *secret;
 	bool failed;
-	int ret = -1;
 
 	secret = client_secret(s, &failed);
-	if (failed)
-		return -1;
-	if (s->http == NULL) {
+	if (failed) {
+		trib_secret_free(&refresh_token);
+		sync_connect_secret(s, NULL);
+		return;
+	}
+	if (o->http == NULL) {
 		memset(&http_set, 0, sizeof(http_set));
 		http_set.name = s->name;
 		http_set.logger = s->set->logger;
-		s->http = trib_http_client_create(s->loop, &http_set, &error);
-		if (s->http == NULL) {
+		o->http = trib_http_client_create(s->loop, &http_set, &error);
+		if (o->http == NULL) {
 			trib_secret_free(&secret);
+			trib_secret_free(&refresh_token);
 			sync_result_error(s->result, SYNC_TEMP, "%s: %s",
 					  s->name, error);
-			return -1;
+			sync_connect_secret(s, NULL);
+			return;
 		}
 	}
 	trib_oauth_settings_from_account(s->account, secret, &oauth_set);
 	oauth_set.name = s->name;
 	oauth_set.user = s->set->user;
 
-	memset(&w, 0, sizeof(w));
-	w.loop = s->loop;
-	req = trib_oauth_refresh(s->http, &oauth_set, refresh_token,
-				 refresh_done, &w);
-	if (req == NULL) {
-		trib_secret_free(&secret);
+	/* the request keeps copies of the secrets it sends */
+	o->refresh_token = refresh_token;
+	o->request = trib_oauth_refresh(o->http, &oauth_set, refresh_token,
+					refresh_done, s);
+	trib_secret_free(&secret);
+	if (o->request == NULL) {
+		trib_secret_free(&o->refresh_token);
 		sync_result_error(s->result, SYNC_TEMP,
 				  "%s: cannot start the token refresh",
 				  s->name);
-		return -1;
+		sync_connect_secret(s, NULL);
 	}
-	while (!w.done)
-		trib_loop_run(s->loop);
-	trib_secret_free(&secret);
-
-	if (w.error_class == TRIB_OK) {
-		if (store_tokens(s, &w) == 0) {
-			trib_log(s->set->logger, TRIB_LOG_DEBUG,
-				 "%s: access token refreshed%s", s->name,
-				 w.rotated ? " (refresh token rotated)" : "");
-			*token_r = trib_strdup(w.token->access_token);
-			ret = 0;
-		}
-	} else if (w.reauthorize) {
-		reauth_begin(s, refresh_token,
-			     w.error != NULL ? w.error : "refused");
-	} else if (w.error_class == TRIB_ERR_PERM) {
-		sync_result_error(s->result, SYNC_CONFIG,
-				  "%s: the token endpoint refused the refresh: "
-				  "%s",
-				  s->name,
-				  w.error != NULL ? w.error : "refused");
-	} else {
-		sync_result_error(s->result, SYNC_TEMP,
-				  "%s: cannot refresh the access token, "
-				  "deferred: %s",
-				  s->name,
-				  w.error != NULL ? w.error : "failed");
-		if (w.retry_after_secs > 0)
-			s->result->token_not_before =
-				(int64_t)time(NULL) + w.retry_after_secs;
-	}
-	trib_oauth_token_free(&w.token);
-	free(w.error);
-	return ret;
 }
 
 /* The token endpoint asked (Retry-After) not to be asked before
@@ -330,7 +361,7 @@ static void not_before_error(struct sync *s, int64_t not_before)
 	s->result->token_not_before = not_before;
 }
 
-int sync_oauth_token(struct sync *s, bool force, char **token_r)
+void sync_oauth_token(struct sync *s, bool force)
 {
 	struct trib_vault *vault = s->set->vault;
 	struct trib_vault_info info;
@@ -338,13 +369,13 @@ int sync_oauth_token(struct sync *s, bool force, char **token_r)
 	char *token = NULL, *refresh_token = NULL;
 	int ret;
 
-	*token_r = NULL;
 	if (vault == NULL) {
 		sync_result_error(s->result, SYNC_CONFIG, "%s: %s", s->name,
 				  s->set->vault_error != NULL
 					  ? s->set->vault_error
 					  : "the token vault is not open");
-		return -1;
+		sync_connect_secret(s, NULL);
+		return;
 	}
 	if (!force) {
 		ret = trib_vault_get(vault, s->account->name,
@@ -357,41 +388,64 @@ int sync_oauth_token(struct sync *s, bool force, char **token_r)
 				 "%s: cached access token, valid for %lld s",
 				 s->name,
 				 (long long)(info.expires_at - time(NULL)));
-			s->oauth_cached = true;
-			*token_r = token;
-			return 0;
+			sync_connect_secret(s, token);
+			return;
 		}
 		trib_secret_free(&token);
 	}
-	s->oauth_cached = false;
 
 	ret = trib_vault_get(vault, s->account->name, TRIB_VAULT_REFRESH_TOKEN,
 			     &refresh_token, NULL, &error);
 	if (ret < 0) {
 		sync_result_error(s->result, SYNC_CONFIG, "%s: %s", s->name,
 				  error);
-		return -1;
+		sync_connect_secret(s, NULL);
+		return;
 	}
 	if (ret == 0) {
 		reauth_error(s, "no refresh token in the vault");
-		return -1;
+		sync_connect_secret(s, NULL);
+		return;
 	}
-	if (reauth_check(s, refresh_token) != 0) {
+	ret = reauth_check(s, refresh_token);
+	if (ret != 0) {
 		trib_secret_free(&refresh_token);
-		return -1;
+		if (ret < 0)
+			sync_connect_secret(s, NULL);
+		/* else the follow-up goes on, then the pass ends */
+		return;
 	}
 	if (s->set->token_not_before > (int64_t)time(NULL)) {
 		trib_secret_free(&refresh_token);
 		not_before_error(s, s->set->token_not_before);
-		return -1;
+		sync_connect_secret(s, NULL);
+		return;
 	}
-	ret = refresh(s, refresh_token, token_r);
-	trib_secret_free(&refresh_token);
-	return ret;
+	refresh_start(s, refresh_token);
+}
+
+void sync_oauth_stop(struct sync *s)
+{
+	if (s->oauth == NULL)
+		return;
+	/* each callback fires before the abort returns, and ends the
+	 * pass (s->stopping) */
+	trib_oauth_request_abort(&s->oauth->request);
+	incident_follow_up_abort(&s->oauth->follow_up);
 }
 
 void sync_oauth_deinit(struct sync *s)
 {
-	if (s->http != NULL)
-		trib_http_client_destroy(&s->http);
+	struct sync_oauth *o = s->oauth;
+
+	if (o == NULL)
+		return;
+	trib_oauth_request_abort(&o->request);
+	incident_follow_up_abort(&o->follow_up);
+	if (o->http != NULL)
+		trib_http_client_destroy(&o->http);
+	trib_secret_free(&o->refresh_token);
+	incident_free(&o->incident);
+	free(o);
+	s->oauth = NULL;
 }

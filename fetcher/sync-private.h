@@ -3,20 +3,41 @@
 
 /* sync-private.h: what the parts of one account's pass share.
  *
- *   sync.c          the pass: the folders one by one, the state
- *                   commits, the result
- *   sync-connect.c  the secret, connect, authenticate; a new connection
- *                   when the server refused the access token at login or
- *                   ended the session because it expired
+ *   sync.c          the pass: sync_start(), the folders one by one, the
+ *                   state commits, sync_stop(), the end and the result
+ *   sync-connect.c  the secret, connect, authenticate; when a session
+ *                   ends, whether a new connection follows (the server
+ *                   refused the access token at login, or ended the
+ *                   session because it expired)
  *   sync-fetch.c    the metadata pass over the new UIDs of a folder and
  *                   the UIDVALIDITY re-map
- *   sync-oauth.c    the access token of an oauth2 account
+ *   sync-oauth.c    the access token of an oauth2 account (a request to
+ *                   the token endpoint, a reauthorization follow-up)
  *   sync-deliver.c  the bodies, streamed from IMAP into the LMTP
  *                   sessions behind their trace headers, and LMTP's
  *                   answers
+ *   sync-folders.c  the folders of the pass (patterns expanded by LIST)
+ *   sync-remove.c   remote = delete: what is done is removed from the
+ *                   server after the commit
  *
- * struct sync is the pass; struct sync_msg one new message of the
- * current folder (owned by sync->msgs, freed by sync_msgs_clear()). */
+ * Nothing blocks: every step is a callback from the loop. A pass is a
+ * chain of them:
+ *
+ *   sync_start() -> the secret (sync-connect.c; an oauth2 token may wait
+ *   for the token endpoint or a reauthorization follow-up) ->
+ *   sync_connect_secret() -> connect, authenticate -> the folders ->
+ *   LOGOUT -> sync_session_over() -> (from the loop) sync_connect_next():
+ *   a new secret and connection, or sync_end() -> (from the loop) the
+ *   last commit and the callback.
+ *
+ * sync_stop() cuts the chain short: the message being streamed is
+ * abandoned, a token request or follow-up is aborted, a FETCH in flight
+ * is cut by closing the connection, LMTP's answers are awaited for at
+ * most SYNC_STOP_GRACE_SECS, then the chain ends as above.
+ *
+ * struct sync is the pass (heap, freed after its callback); struct
+ * sync_msg one new message of the current folder (owned by sync->msgs,
+ * freed by sync_msgs_clear()). */
 
 #include "sync.h"
 
@@ -26,7 +47,8 @@
 
 #include <stdint.h>
 
-struct trib_http_client;
+struct event;
+struct sync_oauth;
 
 #define SYNC_WINDOW 100
 /* The metadata pass goes by UID ranges aiming at this many messages, so
@@ -38,6 +60,10 @@ struct trib_http_client;
 /* How many times a pass reconnects after the server ended the session
  * because the access token expired. */
 #define SYNC_RECONNECT_MAX 3
+/* After sync_stop(), how long LMTP may take to answer what it has
+ * before the pass gives up on those answers (the messages are then left
+ * for the next pass). */
+#define SYNC_STOP_GRACE_SECS 10
 
 enum msg_outcome {
 	MSG_PENDING,   /* not sent yet */
@@ -66,20 +92,41 @@ struct sync_matches {
 	unsigned int count;
 };
 
+enum sync_step {
+	SYNC_STEP_NONE,
+	/* the session is over: sync_connect_next() from the loop */
+	SYNC_STEP_SESSION_OVER,
+	/* the pass is over: the last commit and the callback */
+	SYNC_STEP_END,
+};
+
 struct sync {
 	struct trib_loop *loop;
 	const struct sync_settings *set;
 	const struct trib_account *account;
 	struct sync_result *result;
+	sync_done_callback_t *callback;
+	void *context;
 	char *name;	 /* user/account */
 	char *recipient; /* user or user+Folder */
+	/* what runs next from the loop (a zero timer), never inside the
+	 * call that decided it */
+	struct event *step_ev;
+	enum sync_step step;
+	/* sync_stop() was called; the timer bounding the wait after it */
+	bool stopping;
+	struct event *stop_ev;
 
 	struct trib_imap_client *imap;
-	/* oauth2: the token endpoint's client (sync-oauth.c); whether the
-	 * access token came from the vault; whether the server refused the
-	 * token (then: one refresh, one reconnect) */
-	struct trib_http_client *http;
-	bool oauth_cached;
+	/* the connect is under way with this secret for the login */
+	bool connecting;
+	char *connect_secret;
+	/* the secret being obtained is for a new connection of the pass */
+	bool reconnecting;
+	/* oauth2: the token's request and follow-up (sync-oauth.c);
+	 * whether the server refused the token (then: one refresh, one
+	 * reconnect) */
+	struct sync_oauth *oauth;
 	bool token_refused;
 	bool oauth_retry, oauth_retried;
 	/* oauth2: the server ended the authenticated session because the
@@ -146,17 +193,32 @@ struct sync {
 	bool selected;
 	char *remove_set; /* the UID set being removed */
 	bool remove_warned;
+	/* this connection's session is over (sync_session_over()) */
 	bool done;
 };
 
 /* sync.c */
 const char *sync_reply_error(const struct sync *s,
 			     const struct trib_imap_reply *reply);
+/* Whether reply is a command canceled because sync_stop() closed the
+ * connection (no error line for it: the pass says "stopped"). */
+bool sync_stopped_reply(const struct sync *s,
+			const struct trib_imap_reply *reply);
+/* The LMTP sessions of the pass (once, before the first connection):
+ * 0, or -1 with the error recorded. */
+int sync_lmtp_create(struct sync *s);
 /* Logged in: the folders (listed first unless a reconnect goes on with
  * them). */
 void sync_start_folders(struct sync *s);
-/* The pass is over: LOGOUT while the session is up, then stop the loop. */
+/* This connection's work is over: LOGOUT while the session is up, then
+ * sync_session_over(). */
 void sync_account_finish(struct sync *s);
+/* The session is over (once per connection): sync_connect_next() runs
+ * from the loop. */
+void sync_session_over(struct sync *s);
+/* The pass is over: the last commit and the callback run from the
+ * loop. */
+void sync_end(struct sync *s);
 /* Save the state now; a failure stops the account. */
 void sync_commit(struct sync *s);
 /* Called whenever something finished: the next window, or the next
@@ -171,12 +233,22 @@ void sync_fail_folder(struct sync *s, enum sync_status status, const char *what,
 void sync_folder_next(struct sync *s);
 
 /* sync-connect.c */
-/* The secret of the first login, and the IMAP client created; NULL with
- * the error recorded (the account is skipped). */
-char *sync_connect_prepare(struct sync *s);
-/* Connect with secret (taken), run the pass, and connect again when the
- * token was refused or expired, until the pass is over. */
-void sync_connect_run(struct sync *s, char *secret);
+/* Get the secret of the first login; sync_connect_secret() follows. */
+void sync_connect_begin(struct sync *s);
+/* The secret to log in with (taken; wiped by then), or NULL with the
+ * error recorded: connect (the LMTP sessions made first), or end the
+ * pass (a first login that never happens leaves the account
+ * skipped). */
+void sync_connect_secret(struct sync *s, char *secret);
+/* The session is over (from the loop): connect again when the token was
+ * refused or expired and that may still be tried, else end the pass. */
+void sync_connect_next(struct sync *s);
+/* sync_stop(): close the connection at once unless a LOGOUT can follow
+ * soon (connecting, logging in, or a FETCH in flight: closed). */
+void sync_connect_stop(struct sync *s);
+/* Close the connection now, without LOGOUT: its commands are canceled
+ * (their callbacks run the pass on to its end). */
+void sync_connect_close(struct sync *s);
 /* Whether a command failed because the server ended the session as the
  * access token expired (then: no error, the pass goes on after a
  * reconnect, and the account stops on this connection). */
@@ -185,10 +257,14 @@ bool sync_connect_expired(struct sync *s, const struct trib_imap_reply *reply);
 /* sync-oauth.c */
 /* The access token of an oauth2 account: the vault's while it is valid
  * for the settings' margin more (unless force), else a new one from the
- * token endpoint (runs the loop until it answers). Returns 0 with
- * *token_r (wipe it with trib_secret_free()), or -1 with the error in
- * the result (TEMP: deferred; AUTH: reauthorization required). */
-int sync_oauth_token(struct sync *s, bool force, char **token_r);
+ * token endpoint. Then sync_connect_secret() with it, or with NULL and
+ * the error in the result (TEMP: deferred; AUTH: reauthorization
+ * required, after the incident's follow-up); perhaps before this
+ * returns, else from the loop. */
+void sync_oauth_token(struct sync *s, bool force);
+/* sync_stop(): abort the token request or the follow-up in flight (its
+ * continuation then ends the pass). */
+void sync_oauth_stop(struct sync *s);
 void sync_oauth_deinit(struct sync *s);
 
 /* sync-folders.c */

@@ -100,8 +100,9 @@ static void expunge_done(const struct trib_imap_reply *reply, void *context)
 	struct sync *s = context;
 
 	if (reply->status != TRIB_IMAP_STATUS_OK &&
-	    sync_connect_expired(s, reply)) {
-		/* the reconnect removes them (the cursor is committed) */
+	    (sync_connect_expired(s, reply) || sync_stopped_reply(s, reply))) {
+		/* the reconnect (or the next pass) removes them: the cursor
+		 * is committed */
 	} else if (reply->status != TRIB_IMAP_STATUS_OK) {
 		sync_result_error(s->result, SYNC_TEMP,
 				  "%s: %s: delivered messages not removed from "
@@ -122,8 +123,9 @@ static void store_done(const struct trib_imap_reply *reply, void *context)
 	struct sync *s = context;
 
 	if (reply->status != TRIB_IMAP_STATUS_OK &&
-	    sync_connect_expired(s, reply)) {
-		remove_finish(s); /* the reconnect removes them */
+	    (sync_connect_expired(s, reply) || sync_stopped_reply(s, reply))) {
+		/* the reconnect (or the next pass) removes them */
+		remove_finish(s);
 		return;
 	}
 	if (reply->status != TRIB_IMAP_STATUS_OK) {

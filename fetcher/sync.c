@@ -1,11 +1,15 @@
 /* sync.c: one pass over one remote account (see sync.h and, for how the
- * pass is split up, sync-private.h).
+ * pass is split up and chained on the loop, sync-private.h).
  *
  * Per folder: EXAMINE (CONDSTORE), then a metadata pass over the UIDs
  * above the cursor (UID, size, INTERNALDATE, flags, Message-ID), then the
  * bodies in windows, each literal streamed into one of N LMTP sessions
  * behind its trace header. The state records only what LMTP answered:
- * 250 delivered, 5xx rejected; anything else is left for the next pass. */
+ * 250 delivered, 5xx rejected; anything else is left for the next pass.
+ *
+ * The pass starts with sync_start() and ends from the loop: the last
+ * commit, the callback, then its struct sync is freed. sync_stop() ends
+ * it early (see sync-private.h); sync_account() is the blocking form. */
 
 #include "sync-private.h"
 
@@ -14,6 +18,7 @@
 #include "log.h"
 #include "loop.h"
 
+#include <event2/event.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,23 +78,52 @@ static void logout_done(const struct trib_imap_reply *reply, void *context)
 {
 	struct sync *s = context;
 
-	(void)reply; /* whatever the answer: the pass is over */
-	s->done = true;
-	trib_loop_break(s->loop);
+	(void)reply; /* whatever the answer: the session is over */
+	sync_session_over(s);
 }
 
-/* The end of the pass: LOGOUT first while the session is up, so the
- * server sees a polite goodbye rather than a dropped connection. */
+/* The end of the session: LOGOUT first while it is up, so the server
+ * sees a polite goodbye rather than a dropped connection. */
 void sync_account_finish(struct sync *s)
 {
-	if (s->imap != NULL && !s->logging_out &&
-	    trib_imap_client_is_authenticated(s->imap)) {
+	if (s->logging_out)
+		return; /* logout_done() follows */
+	if (s->imap != NULL && trib_imap_client_is_authenticated(s->imap)) {
 		s->logging_out = true;
 		trib_imap_logout(s->imap, logout_done, s);
 		return;
 	}
+	sync_session_over(s);
+}
+
+static void step_schedule(struct sync *s, enum sync_step step)
+{
+	static const struct timeval now = { 0, 0 };
+
+	if (s->step == SYNC_STEP_END)
+		return;
+	s->step = step;
+	evtimer_add(s->step_ev, &now);
+}
+
+void sync_session_over(struct sync *s)
+{
+	if (s->done)
+		return;
 	s->done = true;
-	trib_loop_break(s->loop);
+	step_schedule(s, SYNC_STEP_SESSION_OVER);
+}
+
+void sync_end(struct sync *s)
+{
+	step_schedule(s, SYNC_STEP_END);
+}
+
+bool sync_stopped_reply(const struct sync *s,
+			const struct trib_imap_reply *reply)
+{
+	return s->stopping && reply->status != TRIB_IMAP_STATUS_OK &&
+	       reply->error_class == TRIB_ERR_CANCELED;
 }
 
 void sync_commit(struct sync *s)
@@ -203,7 +237,7 @@ void sync_maybe_folder_done(struct sync *s)
 void sync_fail_folder(struct sync *s, enum sync_status status, const char *what,
 		      const struct trib_imap_reply *reply)
 {
-	if (sync_connect_expired(s, reply)) {
+	if (sync_connect_expired(s, reply) || sync_stopped_reply(s, reply)) {
 		/* not an error: the pass goes on after a reconnect */
 		s->folder_failed = true;
 		return;
@@ -225,6 +259,12 @@ static void select_done(const struct trib_imap_reply *reply,
 	enum trib_state_uidvalidity_change change;
 	uint32_t cursor;
 
+	if (s->stopping) {
+		/* no FETCH now: the folder ends here */
+		s->folder_failed = true;
+		sync_maybe_folder_done(s);
+		return;
+	}
 	if (reply->status != TRIB_IMAP_STATUS_OK) {
 		sync_fail_folder(s, SYNC_TEMP, "EXAMINE failed", reply);
 		sync_maybe_folder_done(s);
@@ -310,67 +350,167 @@ void sync_start_folders(struct sync *s)
 		sync_folders_resolve(s, folders_resolved);
 }
 
+/* ---- the pass ---- */
+
+int sync_lmtp_create(struct sync *s)
+{
+	struct trib_lmtp_client_settings lmtp_set;
+	const char *error;
+
+	s->lmtp_count = s->set->lmtp_sessions > 0 ? s->set->lmtp_sessions
+						  : SYNC_DEFAULT_SESSIONS;
+	s->lmtp = trib_calloc(s->lmtp_count, sizeof(*s->lmtp));
+	memset(&lmtp_set, 0, sizeof(lmtp_set));
+	lmtp_set.address = s->set->lmtp;
+	lmtp_set.logger = s->set->logger;
+	for (unsigned int i = 0; i < s->lmtp_count; i++) {
+		s->lmtp[i] = trib_lmtp_client_create(
+			s->loop, &lmtp_set, &sync_lmtp_handlers, s, &error);
+		if (s->lmtp[i] == NULL) {
+			sync_result_error(s->result, SYNC_CONFIG,
+					  "%s: tributary_lmtp: %s", s->name,
+					  error);
+			s->lmtp_count = i;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The end: commit, let go of everything, the callback, free. */
+static void sync_finish(struct sync *s)
+{
+	struct sync_result *result = s->result;
+
+	evtimer_del(s->stop_ev);
+	if (!result->skipped && trib_state_is_dirty(s->set->state))
+		sync_commit(s);
+	sync_abort_current(s, "stopping");
+	sync_connect_close(s);
+	sync_oauth_deinit(s);
+	for (unsigned int i = 0; i < s->lmtp_count; i++)
+		trib_lmtp_client_destroy(&s->lmtp[i]);
+	if (s->stopping) {
+		result->stopped = true;
+		sync_result_error(result, SYNC_TEMP, "%s: stopped", s->name);
+	}
+	s->callback(result, s->context);
+
+	free(s->lmtp);
+	sync_msgs_clear(s);
+	free(s->lmtp_error);
+	free(s->remove_set);
+	sync_folders_free(s);
+	event_free(s->step_ev);
+	event_free(s->stop_ev);
+	free(s->name);
+	free(s->recipient);
+	free(s);
+}
+
+static void step_run(evutil_socket_t fd, short what, void *context)
+{
+	struct sync *s = context;
+
+	(void)fd;
+	(void)what;
+	switch (s->step) {
+	case SYNC_STEP_NONE:
+		break;
+	case SYNC_STEP_SESSION_OVER:
+		s->step = SYNC_STEP_NONE;
+		sync_connect_next(s);
+		break;
+	case SYNC_STEP_END:
+		sync_finish(s);
+		break;
+	}
+}
+
+/* sync_stop() waited long enough: LMTP's answers still out are given up
+ * (those messages are left for the next pass), the connection closed. */
+static void stop_expired(evutil_socket_t fd, short what, void *context)
+{
+	struct sync *s = context;
+
+	(void)fd;
+	(void)what;
+	trib_log(s->set->logger, TRIB_LOG_DEBUG,
+		 "%s: stopping: no answer after %d s; closing", s->name,
+		 SYNC_STOP_GRACE_SECS);
+	for (unsigned int i = 0; i < s->lmtp_count; i++)
+		trib_lmtp_client_destroy(&s->lmtp[i]);
+	sync_connect_close(s);
+	/* what the closing did not end yet (once per session) */
+	sync_session_over(s);
+}
+
+struct sync *sync_start(struct trib_loop *loop, const struct sync_settings *set,
+			const struct trib_account *account,
+			struct sync_result *result_r,
+			sync_done_callback_t *callback, void *context)
+{
+	struct event_base *base = trib_loop_base(loop);
+	struct sync *s = trib_calloc(1, sizeof(*s));
+
+	memset(result_r, 0, sizeof(*result_r));
+	s->loop = loop;
+	s->set = set;
+	s->account = account;
+	s->result = result_r;
+	s->callback = callback;
+	s->context = context;
+	s->name = trib_strdup_printf("%s/%s", set->user, account->name);
+	s->recipient = account->deliver_folder != NULL
+			       ? trib_strdup_printf("%s+%s", set->user,
+						    account->deliver_folder)
+			       : trib_strdup(set->user);
+	s->step_ev = evtimer_new(base, step_run, s);
+	s->stop_ev = evtimer_new(base, stop_expired, s);
+
+	result_r->skipped = true;
+	sync_connect_begin(s);
+	return s;
+}
+
+void sync_stop(struct sync *s)
+{
+	const struct timeval grace = { SYNC_STOP_GRACE_SECS, 0 };
+
+	if (s->stopping || s->step == SYNC_STEP_END)
+		return;
+	trib_log(s->set->logger, TRIB_LOG_DEBUG, "%s: stopping", s->name);
+	s->stopping = true;
+	/* nothing new: no further window, folder or connection */
+	s->folder_failed = true;
+	s->account_failed = true;
+	sync_abort_current(s, "stopping");
+	evtimer_add(s->stop_ev, &grace);
+	sync_oauth_stop(s);
+	sync_connect_stop(s);
+}
+
+struct sync_wait {
+	struct trib_loop *loop;
+	bool done;
+};
+
+static void sync_wait_done(struct sync_result *result, void *context)
+{
+	struct sync_wait *w = context;
+
+	(void)result;
+	w->done = true;
+	trib_loop_break(w->loop);
+}
+
 void sync_account(struct trib_loop *loop, const struct sync_settings *set,
 		  const struct trib_account *account,
 		  struct sync_result *result_r)
 {
-	struct trib_lmtp_client_settings lmtp_set;
-	struct sync s;
-	const char *error;
-	char *secret;
+	struct sync_wait w = { .loop = loop };
 
-	memset(result_r, 0, sizeof(*result_r));
-	memset(&s, 0, sizeof(s));
-	s.loop = loop;
-	s.set = set;
-	s.account = account;
-	s.result = result_r;
-	s.name = trib_strdup_printf("%s/%s", set->user, account->name);
-	s.recipient = account->deliver_folder != NULL
-			      ? trib_strdup_printf("%s+%s", set->user,
-						   account->deliver_folder)
-			      : trib_strdup(set->user);
-
-	result_r->skipped = true;
-	secret = sync_connect_prepare(&s);
-	if (secret == NULL)
-		goto out;
-
-	s.lmtp_count = set->lmtp_sessions > 0 ? set->lmtp_sessions
-					      : SYNC_DEFAULT_SESSIONS;
-	s.lmtp = trib_calloc(s.lmtp_count, sizeof(*s.lmtp));
-	memset(&lmtp_set, 0, sizeof(lmtp_set));
-	lmtp_set.address = set->lmtp;
-	lmtp_set.logger = set->logger;
-	for (unsigned int i = 0; i < s.lmtp_count; i++) {
-		s.lmtp[i] = trib_lmtp_client_create(
-			loop, &lmtp_set, &sync_lmtp_handlers, &s, &error);
-		if (s.lmtp[i] == NULL) {
-			trib_secret_free(&secret);
-			sync_result_error(result_r, SYNC_CONFIG,
-					  "%s: tributary_lmtp: %s", s.name,
-					  error);
-			s.lmtp_count = i;
-			goto out;
-		}
-	}
-
-	result_r->skipped = false;
-	sync_connect_run(&s, secret);
-	if (trib_state_is_dirty(set->state))
-		sync_commit(&s);
-out:
-	sync_abort_current(&s, "stopping");
-	if (s.imap != NULL)
-		trib_imap_client_destroy(&s.imap);
-	sync_oauth_deinit(&s);
-	for (unsigned int i = 0; i < s.lmtp_count; i++)
-		trib_lmtp_client_destroy(&s.lmtp[i]);
-	free(s.lmtp);
-	sync_msgs_clear(&s);
-	free(s.lmtp_error);
-	free(s.remove_set);
-	sync_folders_free(&s);
-	free(s.name);
-	free(s.recipient);
+	(void)sync_start(loop, set, account, result_r, sync_wait_done, &w);
+	while (!w.done)
+		trib_loop_run(loop);
 }

@@ -6,6 +6,11 @@
  * user's mailbox through LMTP, behind its signed trace header, recording
  * what LMTP answered in the user's state.
  *
+ * A pass never blocks: sync_start() begins it on the loop and its
+ * callback fires from the loop when it is over, so one loop runs many
+ * passes side by side (the daemon); sync_stop() ends one early (SIGTERM).
+ * sync_account() is the blocking form for the CLI.
+ *
  * Accounts with auth = oauth2 log in with an access token from the
  * user's vault, refreshed at the token endpoint when it is about to
  * expire or the server refuses it (sync-oauth.c); a session the server
@@ -103,9 +108,39 @@ struct sync_result {
 	/* The token endpoint asked not to be asked before this time
 	 * (Retry-After), or 0. */
 	int64_t token_not_before;
+	/* sync_stop() ended the pass (its last error line says "stopped"). */
+	bool stopped;
 };
 
-/* One pass; fills *result_r (free with sync_result_free()). */
+struct sync;
+
+/* Fired exactly once per sync_start(), from the loop, never from inside
+ * sync_start() or sync_stop(). The pass is over: nothing of it is in
+ * flight any more, its state changes are committed (or result
+ * ->state_failed says they could not be), and its struct sync is freed
+ * once the callback returns. */
+typedef void sync_done_callback_t(struct sync_result *result, void *context);
+
+/* Start one pass of account without blocking: it runs on loop, side by
+ * side with anything else there (other users' passes, the daemon's
+ * timers). set, account and everything they point to must stay valid
+ * until the callback. *result_r is filled as the pass goes and handed to
+ * the callback (the caller frees it with sync_result_free()). Never
+ * NULL. */
+struct sync *sync_start(struct trib_loop *loop, const struct sync_settings *set,
+			const struct trib_account *account,
+			struct sync_result *result_r,
+			sync_done_callback_t *callback, void *context);
+/* Stop a pass soon (SIGTERM): the message being streamed into LMTP is
+ * abandoned (the trace id makes a later re-send harmless), nothing new
+ * is started, what LMTP already answered is committed, then the callback
+ * fires (an error line "stopped", status TEMP). Not from the pass's own
+ * callback. */
+void sync_stop(struct sync *s);
+
+/* One pass, blocking: sync_start() and the loop run until the callback
+ * (for the CLI, whose loop runs nothing else). Fills *result_r (free
+ * with sync_result_free()). */
 void sync_account(struct trib_loop *loop, const struct sync_settings *set,
 		  const struct trib_account *account,
 		  struct sync_result *result_r);

@@ -15,6 +15,8 @@
 #define MIN_POLL_SECS 10
 #define DEFAULT_MARGIN_SECS 300
 #define MAX_MARGIN_SECS 3600
+#define DEFAULT_PARALLEL_USERS 4
+#define MAX_PARALLEL_USERS 1000
 
 /* Fields an account may have: tributary_<account>_<suffix>. */
 static const char *const account_suffixes[] = {
@@ -64,6 +66,7 @@ static const char *const global_names[] = {
 	"tributary_notify_command",
 	"tributary_reauth_notice",
 	"tributary_oauth_refresh_margin",
+	"tributary_max_parallel_users",
 	"tributary_outlook_app_tenant",
 	"tributary_outlook_app_client_id",
 	"tributary_outlook_app_client_secret_file",
@@ -281,6 +284,15 @@ void trib_global_settings_load(const struct trib_settings_layer *global,
 		global_error(set_r,
 			     "tributary_oauth_refresh_margin: '%s' is not a "
 			     "time of 0 to 1h",
+			     value);
+	set_r->max_parallel_users = DEFAULT_PARALLEL_USERS;
+	value = layer_get(global, PREFIX "max_parallel_users");
+	if (value != NULL &&
+	    !trib_settings_parse_uint(value, 1, MAX_PARALLEL_USERS,
+				      &set_r->max_parallel_users))
+		global_error(set_r,
+			     "tributary_max_parallel_users: '%s' is not a "
+			     "number of 1 to 1000",
 			     value);
 	global_check_providers(set_r, global);
 

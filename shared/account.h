@@ -83,6 +83,9 @@ struct trib_global_settings {
 	/* A cached access token is refreshed once it is valid for less
 	 * than this (tributary_oauth_refresh_margin). */
 	unsigned int oauth_refresh_margin_secs;
+	/* `tributary run`: at most this many users' passes side by side
+	 * (tributary_max_parallel_users). */
+	unsigned int max_parallel_users;
 	char **errors;
 	unsigned int error_count;
 };

@@ -564,8 +564,51 @@ static void test_global_defaults(void **state)
 	assert_null(g.notify_command);
 	assert_true(g.reauth_notice);
 	assert_int_equal(g.oauth_refresh_margin_secs, 300);
+	assert_int_equal(g.max_parallel_users, 4);
 	trib_global_settings_free(&g);
 	trib_settings_pairs_free(&pairs);
+}
+
+/* tributary_max_parallel_users: 1 to 1000; anything else is an error
+ * that keeps the default. */
+static void test_global_max_parallel_users(void **state)
+{
+	static const struct {
+		const char *value;
+		unsigned int expected; /* 0: refused */
+	} cases[] = {
+		{ "1", 1 },    { "16", 16 },  { "1000", 1000 },
+		{ "0", 0 },    { "1001", 0 }, { "-1", 0 },
+		{ "four", 0 }, { "", 0 },     { "4 ", 0 },
+	};
+	struct trib_settings_pairs pairs;
+	struct trib_settings_layer layer;
+	struct trib_global_settings g;
+
+	(void)state;
+	for (size_t i = 0; i < TRIB_N_ELEMENTS(cases); i++) {
+		const char *kv[] = { "tributary_max_parallel_users",
+				     cases[i].value, NULL, NULL };
+
+		trib_settings_pairs_layer(&pairs, kv, &layer);
+		trib_global_settings_load(&layer, NULL, &g);
+		if (cases[i].expected > 0) {
+			assert_int_equal(g.error_count, 0);
+			assert_int_equal(g.max_parallel_users,
+					 cases[i].expected);
+		} else {
+			assert_int_equal(g.error_count, 1);
+			assert_non_null(strstr(g.errors[0],
+					       "tributary_max_parallel_users: "
+					       "'"));
+			assert_non_null(strstr(g.errors[0],
+					       "is not a number of 1 to "
+					       "1000"));
+			assert_int_equal(g.max_parallel_users, 4);
+		}
+		trib_global_settings_free(&g);
+		trib_settings_pairs_free(&pairs);
+	}
 }
 
 static void test_global_errors(void **state)
@@ -800,6 +843,7 @@ int main(void)
 		cmocka_unit_test(test_global_defaults),
 		cmocka_unit_test(test_global_errors),
 		cmocka_unit_test(test_global_reauth),
+		cmocka_unit_test(test_global_max_parallel_users),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_providers),
 	};
