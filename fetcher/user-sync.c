@@ -354,14 +354,6 @@ static void settings_init(struct user_sync *us)
 	ss->progress_context = set->progress_context;
 }
 
-/* Whether trib_state_open() failed because another fetcher (or another
- * pass of this process) works for the user. */
-static bool state_error_locked(const char *error)
-{
-	return strstr(error, ": locked by ") != NULL ||
-	       strstr(error, ": already open in this process") != NULL;
-}
-
 struct user_sync *user_sync_start(struct trib_loop *loop,
 				  const struct user_sync_settings *set,
 				  user_sync_done_callback_t *callback,
@@ -380,7 +372,7 @@ struct user_sync *user_sync_start(struct trib_loop *loop,
 	if (trib_state_open(set->globals->state_dir, set->user, &us->state,
 			    &error) < 0) {
 		us->result.status = SYNC_TEMP;
-		us->result.locked = state_error_locked(error);
+		us->result.locked = trib_state_open_was_locked();
 		us->result.error =
 			trib_strdup_printf("%s: %s", set->user, error);
 		us->ending = true;

@@ -121,6 +121,9 @@ static int open_dir(int dir_fd, const char *name, const char *path,
 	return -1;
 }
 
+/* Set by the last trib_state_open() (trib_state_open_was_locked()). */
+static bool open_was_locked;
+
 /* ---- ownership ----
  *
  * The daemon runs as the state_dir's owner (the tributary user). When
@@ -219,6 +222,7 @@ static int state_lock(struct trib_state *state)
 		    st.st_ino == o->ino) {
 			set_open_error("state %s: already open in this process",
 				       state->path);
+			open_was_locked = true;
 			return -1;
 		}
 	}
@@ -245,6 +249,7 @@ static int state_lock(struct trib_state *state)
 		set_open_error("state %s/%s: locked by %s (another tributary "
 			       "sync or run works for this user)",
 			       state->path, STATE_LOCK_FILE, holder);
+		open_was_locked = true;
 		return -1;
 	}
 	/* Say who holds it, for the next one who finds it locked. */
@@ -400,6 +405,7 @@ int trib_state_open(const char *state_dir, const char *user,
 
 	*state_r = NULL;
 	*error_r = open_error;
+	open_was_locked = false;
 	if (!trib_state_valid_user(user)) {
 		set_open_error("state: user name '%s' is not a safe directory "
 			       "name (letters, digits and ._@+=- only, not "
@@ -475,6 +481,11 @@ void trib_state_close(struct trib_state **_state)
 	}
 	state_free(state);
 	*_state = NULL;
+}
+
+bool trib_state_open_was_locked(void)
+{
+	return open_was_locked;
 }
 
 bool trib_state_is_dirty(const struct trib_state *state)

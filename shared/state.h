@@ -95,6 +95,10 @@ int trib_state_open(const char *state_dir, const char *user,
 /* Unlock and free. Changes not committed are lost (the caller commits
  * first). Sets *state to NULL; NULL is fine. */
 void trib_state_close(struct trib_state **state);
+/* Whether the last trib_state_open() failed because the user's lock is
+ * held: by another process (a `tributary sync` by hand, another host) or
+ * by an open state of this process. Such a failure is temporary. */
+bool trib_state_open_was_locked(void);
 
 /* Make every change since the last commit durable. Returns 0, or -1 with
  * *error_r (a full disk, an I/O error, an index file that went missing):

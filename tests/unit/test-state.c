@@ -854,8 +854,10 @@ static void test_lock_other_process(void **state)
 	    strstr(error, "/alice/lock") == NULL)
 		fail_msg("unexpected error: %s", error);
 	assert_non_null(strstr(error, "another tributary sync or run"));
+	assert_true(trib_state_open_was_locked());
 	/* Another user is not locked by it. */
 	assert_int_equal(trib_state_open(fx->top, "bob", &st2, &error), 0);
+	assert_false(trib_state_open_was_locked());
 	trib_state_close(&st2);
 
 	assert_int_equal(write(go[1], "x", 1), 1);
@@ -866,6 +868,7 @@ static void test_lock_other_process(void **state)
 	st = open_ok(fx);
 	assert_int_equal(trib_state_open(fx->top, "alice", &st2, &error), -1);
 	assert_non_null(strstr(error, "already open in this process"));
+	assert_true(trib_state_open_was_locked());
 	trib_state_close(&st);
 	st = open_ok(fx);
 	trib_state_close(&st);
@@ -886,6 +889,8 @@ static void assert_refused(const char *top, const char *user, const char *what)
 	assert_null(st);
 	if (strstr(error, what) == NULL)
 		fail_msg("%s: unexpected error: %s", user, error);
+	/* a refusal, not a lock someone holds */
+	assert_false(trib_state_open_was_locked());
 }
 
 static void test_symlinks_refused(void **state)
