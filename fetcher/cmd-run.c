@@ -14,8 +14,10 @@ static void run_usage(FILE *out)
 	fprintf(out,
 		"usage: tributary run [-c CONFIG] [-v]\n"
 		"\n"
-		"The service: poll every user's remote accounts and bring new "
-		"mail into\nthe local mailboxes through LMTP, until SIGTERM. "
+		"The service: bring new mail of every user's remote accounts "
+		"into the\nlocal mailboxes through LMTP, polling each account "
+		"and, where the\nserver has IDLE, told of new mail at once; "
+		"until SIGTERM. "
 		"SIGHUP reads the\nsettings and the users again, SIGUSR1 "
 		"makes every account due now.\nLogs go to stderr (the "
 		"journal under systemd).\n"

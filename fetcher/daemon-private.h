@@ -18,6 +18,11 @@ struct trib_trace_keys;
  * is tried again after DAEMON_LIST_RETRY_SECS. */
 #define DAEMON_REFRESH_SECS 3600
 #define DAEMON_LIST_RETRY_SECS 60
+/* An IDLE is ended and started again this often (RFC 2177: servers may
+ * end one after 30 minutes). */
+#define DAEMON_IDLE_RENEW_SECS (25 * 60)
+
+struct daemon_idle;
 
 /* One load of the settings. A pass holds a reference to the one it
  * started with, so a reload never changes what a running pass sees. */
@@ -35,6 +40,13 @@ struct daemon_account {
 	struct schedule_account sched;
 	/* part of the running pass, and whether it has ended */
 	bool selected, reported;
+	/* Its IDLE watcher (daemon-idle.c), or NULL; the secret the running
+	 * pass last logged in with (handed to the watcher when the pass
+	 * ends OK, else wiped); the server has no IDLE (until the account's
+	 * settings change). */
+	struct daemon_idle *idle;
+	char *login_secret;
+	bool idle_unsupported;
 };
 
 struct daemon_user {
@@ -108,5 +120,21 @@ bool daemon_reauth_present(struct daemon *d, const char *user,
 			   const char *account);
 /* Free every user (none may be running) and the logged errors. */
 void daemon_users_free(struct daemon *d);
+
+/* daemon-idle.c */
+/* After the account's pass ended OK: start its watcher with
+ * da->login_secret (taken; wiped in any case), unless one runs already
+ * with the same settings, or the account does not IDLE (idle = no,
+ * max_connections below 2, a server without IDLE). */
+void daemon_idle_start(struct daemon_user *u, struct daemon_account *da,
+		       const struct trib_account *account);
+/* Close it at once (no LOGOUT); NULL is fine. Not from inside its own
+ * client's callbacks. */
+void daemon_idle_close(struct daemon_idle **w);
+/* Whether the watcher still connects as account says (a reload). */
+bool daemon_idle_same(const struct daemon_idle *w,
+		      const struct trib_account *account);
+/* SIGTERM: every watcher closed. */
+void daemon_idle_close_all(struct daemon *d);
 
 #endif

@@ -127,8 +127,15 @@ static void user_apply(struct daemon *d, struct daemon_user *u,
 		if (old != NULL) {
 			*da = *old;
 			old->name = NULL;
+			old->idle = NULL;
+			old->login_secret = NULL;
 			schedule_account_set_interval(&da->sched,
 						      a->poll_interval_secs);
+			/* its watcher goes when it connects otherwise now;
+			 * a server without IDLE is asked again */
+			if (da->idle != NULL && !daemon_idle_same(da->idle, a))
+				daemon_idle_close(&da->idle);
+			da->idle_unsupported = false;
 			continue;
 		}
 		da->name = trib_strdup(a->name);
@@ -158,8 +165,12 @@ static void user_apply(struct daemon *d, struct daemon_user *u,
 			&da->sched, status_not_before(status, a->name));
 	}
 	trib_status_free(&status);
-	for (unsigned int j = 0; j < u->list.count; j++)
+	for (unsigned int j = 0; j < u->list.count; j++) {
+		/* accounts no longer listed */
+		daemon_idle_close(&u->accounts[j].idle);
+		trib_secret_free(&u->accounts[j].login_secret);
 		free(u->accounts[j].name);
+	}
 	free(u->accounts);
 	trib_account_list_free(&u->list);
 	u->list = *list;
@@ -180,8 +191,11 @@ static struct daemon_user *user_new(struct daemon *d, const char *name,
 
 static void user_free(struct daemon_user *u)
 {
-	for (unsigned int i = 0; i < u->list.count; i++)
+	for (unsigned int i = 0; i < u->list.count; i++) {
+		daemon_idle_close(&u->accounts[i].idle);
+		trib_secret_free(&u->accounts[i].login_secret);
 		free(u->accounts[i].name);
+	}
 	free(u->accounts);
 	trib_account_list_free(&u->list);
 	if (u->has_next)
@@ -354,8 +368,10 @@ static void users_merge(struct daemon *d, struct daemon_refresh *r)
 			user_free(u);
 			continue;
 		}
-		/* dropped once its pass has ended */
+		/* dropped once its pass has ended; its watchers now */
 		u->gone = true;
+		for (unsigned int j = 0; j < u->list.count; j++)
+			daemon_idle_close(&u->accounts[j].idle);
 		add_user(&users, &count, u);
 	}
 	if (count > 0)

@@ -226,9 +226,29 @@ static void account_done(const struct trib_account *account,
 		outcome = SCHEDULE_REAUTH;
 	else if (r->status != SYNC_OK || r->reauthorize || r->state_failed)
 		outcome = SCHEDULE_FAILED;
+	if (outcome == SCHEDULE_OK && !r->stopped) {
+		daemon_idle_start(u, da, account);
+	} else {
+		trib_secret_free(&da->login_secret);
+		daemon_idle_close(&da->idle);
+	}
 	schedule_account_done(&da->sched, outcome,
 			      not_before_now(r->token_not_before), daemon_now(),
 			      trib_oauth_random32());
+}
+
+/* The secret a login of the pass uses: kept for the IDLE watcher. */
+static void login_secret(const struct trib_account *account, const char *secret,
+			 void *context)
+{
+	struct daemon_account *da = user_account(context, account);
+
+	if (da == NULL)
+		return;
+	trib_secret_free(&da->login_secret);
+	if (account->idle && account->max_connections >= 2 &&
+	    !da->idle_unsupported)
+		da->login_secret = trib_strdup(secret);
 }
 
 static void user_done(const struct user_sync_result *result, void *context)
@@ -242,6 +262,7 @@ static void user_done(const struct user_sync_result *result, void *context)
 	for (unsigned int i = 0; i < u->list.count; i++) {
 		struct daemon_account *da = &u->accounts[i];
 
+		trib_secret_free(&da->login_secret);
 		if (!da->selected || da->reported)
 			continue;
 		schedule_account_done(
@@ -302,6 +323,7 @@ static void user_start(struct daemon *d, struct daemon_user *u, int64_t now)
 	set->keys = u->config->keys;
 	set->logger = &d->env.logger;
 	set->account_done = account_done;
+	set->login_secret = login_secret;
 	set->context = u;
 	d->running++;
 	u->pass = user_sync_start(d->env.loop, set, user_done, u);
@@ -435,6 +457,7 @@ static void daemon_stop(struct daemon *d, const char *why)
 	evtimer_del(d->refresh_timer);
 	trib_log(&d->env.logger, TRIB_LOG_INFO,
 		 "%s: stopping (%u passes to end)", why, d->running);
+	daemon_idle_close_all(d);
 	for (unsigned int i = 0; i < d->user_count; i++) {
 		if (d->users[i]->pass != NULL)
 			user_sync_stop(d->users[i]->pass);
@@ -570,7 +593,8 @@ int daemon_run(const struct cli_env_options *options)
 	if (ret == CLI_EXIT_OK) {
 		trib_log(&d.env.logger, TRIB_LOG_INFO,
 			 "started (pid %ld): at most %u users' passes side by "
-			 "side; accounts are polled (no IDLE yet)",
+			 "side; accounts are polled, and watched with IDLE "
+			 "where they can be",
 			 (long)getpid(), d.config->globals->max_parallel_users);
 		daemon_users_refresh(&d);
 		trib_loop_run(d.env.loop);

@@ -7,12 +7,14 @@
  * remote accounts, and starts a user's pass (user-sync.h) over the
  * accounts that are due by the rules of schedule.h: never two passes of
  * one user at once, at most tributary_max_parallel_users users side by
- * side. Accounts are polled; IDLE (push) is not used yet.
+ * side. Accounts are polled, and watched with IMAP IDLE where they can
+ * be (daemon-idle.c): new mail makes the account due now.
  *
  * Signals (through libevent, on the loop):
- * - SIGTERM, SIGINT: every running pass is stopped (user_sync_stop():
- *   what LMTP answered is committed), nothing new starts, and the
- *   process exits 0 once the last pass has ended;
+ * - SIGTERM, SIGINT: the IDLE watchers are closed, every running pass
+ *   is stopped (user_sync_stop(): what LMTP answered is committed),
+ *   nothing new starts, and the process exits 0 once the last pass has
+ *   ended;
  * - SIGHUP: the settings (doveconf), the trace keys and the user list
  *   are read again; running passes finish with the settings they
  *   started with. Settings with errors are refused: the old ones stay;

@@ -195,6 +195,9 @@ static void connect_done(const struct trib_imap_reply *reply, void *context)
 	}
 	trib_log(s->set->logger, TRIB_LOG_DEBUG, "%s: AUTHENTICATE %s", s->name,
 		 sasl_mech(s));
+	if (s->set->login_secret != NULL)
+		s->set->login_secret(s->account, password,
+				     s->set->login_context);
 	trib_imap_client_authenticate(s->imap, sasl_mech(s), s->account->login,
 				      password, auth_done, s);
 	trib_secret_free(&password);

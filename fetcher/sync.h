@@ -79,6 +79,11 @@ struct sync_settings {
 	 * body), for a progress display. */
 	sync_progress_callback_t *progress;
 	void *progress_context;
+	/* Optional: the secret the pass logs in with (the daemon's IDLE
+	 * watcher, daemon-idle.c, copies it); called before each login. */
+	void (*login_secret)(const struct trib_account *account,
+			     const char *secret, void *context);
+	void *login_context;
 };
 
 enum sync_status {

@@ -352,6 +352,8 @@ static void settings_init(struct user_sync *us)
 	ss->logger = set->logger;
 	ss->progress = set->progress;
 	ss->progress_context = set->progress_context;
+	ss->login_secret = set->login_secret;
+	ss->login_context = set->context;
 }
 
 struct user_sync *user_sync_start(struct trib_loop *loop,

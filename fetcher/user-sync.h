@@ -51,6 +51,9 @@ struct user_sync_settings {
 	 * with its result (the CLI prints the summary line and errors). */
 	void (*account_done)(const struct trib_account *account,
 			     const struct sync_result *result, void *context);
+	/* Optional: see sync_settings.login_secret (gets context). */
+	void (*login_secret)(const struct trib_account *account,
+			     const char *secret, void *context);
 	void *context;
 };
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """`tributary run`, the daemon, against the harness's real servers.
 
-The local users get accounts polled every hour (so only the daemon's
-start, SIGUSR1 and SIGHUP bring mail in within a test): alice `home`
+The local users get accounts polled every hour and not watched with
+IDLE unless a test asks (so only the daemon's start, SIGUSR1, SIGHUP and
+IDLE bring mail in within a test): alice `home`
 (the remote alice's INBOX, password_file), bob `mail` (the remote bob's
 INBOX, password_file); carol gets `mail` (oauth2, the remote alice's
 folder RunCarol) in the SIGHUP test. Each test starts its own daemon
@@ -19,7 +20,15 @@ no client secret.
    line, no warning or error, and fetched then;
 4. SIGTERM in the middle of a pass of 300 x 100 KB messages: the daemon
    exits 0 within 30 s, and a `tributary sync` afterwards delivers the
-   rest: every remote message exactly once.
+   rest: every remote message exactly once;
+5. IDLE: with alice's account watched (idle = yes), mail appended to the
+   remote INBOX arrives without SIGUSR1 (the poll interval is an hour);
+   after SIGHUP with idle = no it does not come within 5 s (no pass
+   runs), and comes after SIGUSR1;
+6. SIGTERM closes the watcher: the remote `doveadm who` shows its
+   session while it runs and none after, twice (daemon restarted);
+7. an oauth2 account's watcher (carol, folder RunCarol) logs in with the
+   pass's access token and brings new mail there.
 
 Waits have deadlines (checking every 0.2 s); nothing asserts how long
 anything took. Run under tests/harness/with-servers.sh (test-run.sh
@@ -58,14 +67,15 @@ def remote_inbox_ids(user=synctest.REMOTE_USER):
     return set(synccheck.remote_messages("INBOX", user))
 
 
-def account(login, folder, password_file=None):
-    """An account's fields: the remote login's folder, polled hourly;
-    password_file, or oauth2 (the stand-in's public client) without
-    one."""
+def account(login, folder, password_file=None, idle=False):
+    """An account's fields: the remote login's folder, polled hourly,
+    watched with IDLE only when asked; password_file, or oauth2 (the
+    stand-in's public client) without one."""
     fields = [("provider", "imap"), ("host", "127.0.0.1"),
               ("port", ENV["TRIB_TEST_IMAPS_PORT"]), ("tls", "implicit"),
               ("ca_file", ENV["TRIB_TEST_CA"]), ("login", login),
-              ("folders", folder), ("poll_interval", "1h")]
+              ("folders", folder), ("poll_interval", "1h"),
+              ("idle", "yes" if idle else "no")]
     if password_file is not None:
         return fields + [("auth", "password_file"),
                          ("password_file", password_file)]
@@ -76,17 +86,18 @@ def account(login, folder, password_file=None):
                      ("sasl", "XOAUTH2")]
 
 
-def write_accounts(carol=False):
-    """The users' accounts file: alice and bob, and carol when asked."""
+def write_accounts(carol=False, idle=False):
+    """The users' accounts file: alice and bob, and carol when asked;
+    alice's and carol's accounts watched with IDLE when asked."""
     users = {
         "alice": {"home": account(synctest.REMOTE_USER, "INBOX",
-                                  synctest.PASSWORD_FILE)},
+                                  synctest.PASSWORD_FILE, idle=idle)},
         "bob": {"mail": account(REMOTE_BOB, "INBOX",
                                 os.path.join(TMP, "bob.password"))},
     }
     if carol:
         users["carol"] = {"mail": account(synctest.REMOTE_USER,
-                                          "RunCarol")}
+                                          "RunCarol", idle=idle)}
     lines = []
     for user, accounts in users.items():
         items = [("accounts", ",".join(accounts))]
@@ -112,6 +123,13 @@ def status_of(user):
                              check=0)
     users = [u for u in json.loads(out)["users"] if u["user"] == user]
     return {a["account"]: a for a in users[0]["accounts"]}
+
+
+def remote_sessions(user=synctest.REMOTE_USER):
+    """The remote Dovecot's IMAP sessions of user (`doveadm who -1`)."""
+    out = synccheck.doveadm_remote("who", "-1")
+    return len([x for x in out.splitlines()
+                if x.split()[:2] == [user, "imap"]])
 
 
 def lock_held(path):
@@ -379,6 +397,92 @@ class Run(unittest.TestCase):
         _, out, _ = synctest.sync("alice", "home", check=0)
         self.assertEqual(synctest.summary(out, "alice/home"), (0, 0, 0, 0))
         d.check_secrets(self)
+
+    def watching(self, d, name="alice/home", folder="INBOX"):
+        """Wait for the account's IDLE watcher to be idling."""
+        watching = "%s: IDLE on %s" % (name, folder)
+        wait_until(self, lambda: any(x.startswith(watching)
+                                     for x in d.lines()),
+                   "the IDLE watcher", d)
+
+    def test_5_idle_push(self):
+        write_accounts(idle=True)
+        self.addCleanup(write_accounts)
+        d = self.start("idle")
+        self.watching(d)
+        # new mail comes without SIGUSR1 (the poll interval is an hour)
+        before = remote_inbox_ids()
+        seed("INBOX", 3)
+        new = remote_inbox_ids() - before
+        self.assertEqual(len(new), 3)
+        wait_until(self, lambda: set(local_ids(maildir("alice"))) >= new,
+                   "the new mail through IDLE", d, timeout=30)
+        self.assertIn("alice/home: new mail (IDLE): due now", d.lines())
+        self.assertNotIn("SIGUSR1: every account is due now", d.lines())
+
+        # idle = no after SIGHUP: the watcher goes, mail waits for a
+        # poll (here: SIGUSR1)
+        write_accounts(idle=False)
+        listed = len([x for x in d.lines() if " remote accounts " in x])
+        d.signal(signal.SIGHUP)
+        wait_until(self, lambda: len([x for x in d.lines()
+                                      if " remote accounts " in x])
+                   > listed, "the user list read again", d)
+        before = remote_inbox_ids()
+        seed("INBOX", 2)
+        later = remote_inbox_ids() - before
+        self.assertEqual(len(later), 2)
+        passes = len(d.summaries("alice/home"))
+        time.sleep(5)
+        self.assertEqual(len(d.summaries("alice/home")), passes)
+        self.assertFalse(set(local_ids(maildir("alice"))) & later,
+                         "mail came without IDLE or a poll")
+        d.signal(signal.SIGUSR1)
+        wait_until(self, lambda: set(local_ids(maildir("alice"))) >= later,
+                   "the new mail after SIGUSR1", d)
+        self.exactly_once("alice", remote_inbox_ids())
+        d.stop(self)
+        self.assertEqual(d.problems(), [])
+        d.check_secrets(self)
+
+    def test_6_sigterm_closes_watcher(self):
+        write_accounts(idle=True)
+        self.addCleanup(write_accounts)
+        for name in ("idle-term", "idle-again"):
+            d = self.start(name)
+            self.watching(d)
+            # the watcher's session (the pass has logged out)
+            wait_until(self, lambda: remote_sessions() == 1,
+                       "one remote session, the watcher's", d)
+            d.stop(self)
+            self.assertEqual(d.problems(), [])
+            d.check_secrets(self)
+            # nothing left behind
+            wait_until(self, lambda: remote_sessions() == 0,
+                       "the watcher's session to end")
+
+    def test_7_idle_oauth2(self):
+        """The watcher of an oauth2 account logs in with the pass's
+        access token, on the account's first folder."""
+        refresh = oauth.new_refresh_token()
+        oauth.vault_put("mail", "refresh_token", refresh)
+        write_accounts(carol=True, idle=True)
+        self.addCleanup(write_accounts)
+        d = self.start("idle-oauth")
+        self.watching(d, "carol/mail", "RunCarol")
+        before = set(synccheck.remote_messages("RunCarol"))
+        seed("RunCarol", 2)
+        new = set(synccheck.remote_messages("RunCarol")) - before
+        self.assertEqual(len(new), 2)
+        wait_until(self, lambda: set(local_ids(maildir("carol"))) >= new,
+                   "carol's new mail through IDLE", d, timeout=30)
+        self.assertIn("carol/mail: new mail (IDLE): due now", d.lines())
+        self.assertNotIn("SIGUSR1: every account is due now", d.lines())
+        self.exactly_once("carol",
+                          set(synccheck.remote_messages("RunCarol")))
+        d.stop(self)
+        self.assertEqual(d.problems(), [])
+        d.check_secrets(self, [refresh])
 
 
 if __name__ == "__main__":
