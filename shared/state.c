@@ -1,6 +1,6 @@
-/* state.c: one user's sync state: open and lock, folders and their UIDs,
- * commit. The file format is in state-file.c, the dedupe index in
- * state-index.c. */
+/* state.c: one user's sync state: open, lock and file ownership, commit.
+ * The folders are state-folder.c's, the file format state-file.c's, the
+ * dedupe index state-index.c's. */
 
 #include "state-private.h"
 
